@@ -1,0 +1,122 @@
+"""Placing D channels on an H x W canvas (DESIGN §1): raster, similarity, or an explicit map.
+
+A layout is an integer array `pixel[d]` = flat pixel index (row * W + col) of channel d.
+The step graph scatters with its inverse, `channel_of_pixel`, where -1 marks an empty pixel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+LAYOUTS = ("raster", "similarity", "explicit")
+
+
+def default_canvas(n_channels: int) -> tuple[int, int]:
+    """Smallest square with a side that is a multiple of 8 (>= 16) holding every channel."""
+    side = max(16, int(math.ceil(math.sqrt(n_channels) / 8.0)) * 8)
+    while side * side < n_channels:
+        side += 8
+    return side, side
+
+
+def raster_layout(n_channels: int, canvas: tuple[int, int]) -> np.ndarray:
+    """Channel d at pixel d, row by row (the thesis's layout)."""
+    H, W = canvas
+    if n_channels > H * W:
+        raise ValueError(f"{n_channels} channels do not fit a {H}x{W} canvas")
+    return np.arange(n_channels, dtype=np.int64)
+
+
+def explicit_layout(rows_cols: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    """An electrode map: (D, 2) integer (row, col) per channel, each on its own pixel."""
+    rc = np.asarray(rows_cols, dtype=np.int64)
+    H, W = canvas
+    if rc.ndim != 2 or rc.shape[1] != 2:
+        raise ValueError(f"an explicit layout is (D, 2) rows and columns, got shape {rc.shape}")
+    if rc.min() < 0 or rc[:, 0].max() >= H or rc[:, 1].max() >= W:
+        raise ValueError(f"explicit layout places channels outside the {H}x{W} canvas")
+    pix = rc[:, 0] * W + rc[:, 1]
+    if np.unique(pix).size != pix.size:
+        raise ValueError("explicit layout puts two channels on one pixel")
+    return pix
+
+
+def similarity_layout(counts: np.ndarray, canvas: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Correlated channels near each other: spectral ordering, then a Hilbert-like snake fill.
+
+    Channels are sorted by the 2-D spectral embedding of their correlation matrix (Fiedler
+    vectors), then assigned to pixels by solving a linear assignment between the embedding
+    (scaled to the canvas) and the pixel grid, so neighbours in correlation are neighbours on
+    the canvas. Deterministic for a given input.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    x = np.asarray(counts, dtype=np.float64)
+    D = x.shape[1]
+    H, W = canvas
+    if D > H * W:
+        raise ValueError(f"{D} channels do not fit a {H}x{W} canvas")
+    x = x - x.mean(axis=0)
+    sd = x.std(axis=0)
+    sd[sd == 0] = 1.0
+    c = (x / sd).T @ (x / sd) / max(1, x.shape[0])
+    a = np.clip(c, 0, None)
+    np.fill_diagonal(a, 0)
+    deg = a.sum(axis=1) + 1e-9
+    lap = np.eye(D) - a / np.sqrt(np.outer(deg, deg))
+    _, vecs = np.linalg.eigh(lap)
+    emb = vecs[:, 1:3] if D >= 3 else np.zeros((D, 2))
+    for j in range(emb.shape[1]):
+        if emb[np.argmax(np.abs(emb[:, j])), j] < 0:
+            emb[:, j] = -emb[:, j]
+    side = int(math.ceil(math.sqrt(D)))
+    rows = int(math.ceil(D / side))
+    rows, cols = min(rows, H), min(max(side, int(math.ceil(D / min(rows, H)))), W)
+    r0, c0 = (H - rows) // 2, (W - cols) // 2
+    grid = np.array([(r, cc) for r in range(rows) for cc in range(cols)], dtype=np.float64)
+    e = emb.copy()
+    for j in range(2):
+        lo, hi = e[:, j].min(), e[:, j].max()
+        e[:, j] = (e[:, j] - lo) / (hi - lo + 1e-12)
+    target = np.stack([e[:, 0] * (rows - 1), e[:, 1] * (cols - 1)], axis=1)
+    cost = ((target[:, None, :] - grid[None, :, :]) ** 2).sum(axis=2)
+    ri, ci = linear_sum_assignment(cost)
+    pix = np.empty(D, dtype=np.int64)
+    g = grid[ci].astype(np.int64)
+    pix[ri] = (g[:, 0] + r0) * W + (g[:, 1] + c0)
+    return pix
+
+
+def channel_of_pixel(pixel: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    """Inverse map: for each flat pixel, the channel on it, or -1."""
+    H, W = canvas
+    inv = np.full(H * W, -1, dtype=np.int64)
+    inv[np.asarray(pixel, dtype=np.int64)] = np.arange(len(pixel))
+    return inv
+
+
+def to_canvas(values: np.ndarray, pixel: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    """(..., D) -> (..., H, W), zeros on empty pixels."""
+    H, W = canvas
+    v = np.asarray(values)
+    out = np.zeros(v.shape[:-1] + (H * W,), dtype=v.dtype)
+    out[..., np.asarray(pixel, dtype=np.int64)] = v
+    return out.reshape(v.shape[:-1] + (H, W))
+
+
+def from_canvas(image: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+    """(..., H, W) -> (..., D): the value at each channel's pixel."""
+    im = np.asarray(image)
+    flat = im.reshape(im.shape[:-2] + (-1,))
+    return flat[..., np.asarray(pixel, dtype=np.int64)]
+
+
+def mean_neighbour_distance(pixel: np.ndarray, canvas: tuple[int, int], pairs: np.ndarray) -> float:
+    """Mean Euclidean canvas distance over channel pairs (P, 2): how close a layout keeps them."""
+    W = canvas[1]
+    p = np.asarray(pixel)
+    r, c = p // W, p % W
+    a, b = pairs[:, 0], pairs[:, 1]
+    return float(np.mean(np.hypot(r[a] - r[b], c[a] - c[b])))
