@@ -1,0 +1,60 @@
+"""Convert any supported recording to the canonical .npz (counts, bin_s, behaviour, names, trials).
+
+Supported inputs: canonical .npz; MATLAB .mat (limblab binnedData, course-style Y/X, Ziv
+neuronal_activity_mat); NLB tensor .h5; NWB (units' spike times, behaviour TimeSeries, trials);
+XDF (a SpikeCounts or SpikeEvents stream plus an optional Behavior/Mocap/Kinematics stream);
+folders (Ziv calcium files, nelpy spikes.mat + trajectory.videoPositionTracking).
+
+Binned inputs re-bin by a whole factor (--bin-ms must be a multiple of the native bin); spike
+times (NWB, XDF SpikeEvents, nelpy, event .npz) are binned at --bin-ms, 20 ms when not given.
+Prints one line: bins, channels, bin width, behaviour columns, duration, trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "convert a recording (.mat, .h5, .nwb, .xdf, .npz, folder) to the canonical .npz"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="IN", help="recording file or folder in any supported format")
+    parser.add_argument("output", metavar="OUT.npz", help="canonical .npz to write (.npz is appended if missing)")
+    parser.add_argument("--bin-ms", type=float, default=None, metavar="B",
+                        help="bin width in ms: re-bin counts (whole multiple of the native bin) or bin "
+                             "spike times (default: native bin; 20 ms for spike times)")
+
+
+def describe(rec, path: str | Path) -> str:
+    """One line about a recording: T, D, bin, K (names), duration, trials."""
+    k = 0 if rec.behavior is None else rec.behavior.shape[1]
+    names = f" ({', '.join(rec.behavior_names)})" if k else ""
+    trials = "" if rec.trial_starts is None else f", {len(rec.trial_starts)} trials"
+    dur = rec.duration_s
+    dur_txt = f"{dur / 60:.1f} min" if dur >= 120 else f"{dur:.1f} s"
+    return (f"{path}: T={rec.n_bins} bins x D={rec.n_channels} channels, bin {rec.bin_s * 1000:g} ms, "
+            f"K={k} behaviour{names}, {dur_txt}{trials}")
+
+
+def write(rec, output: str | Path) -> Path:
+    """save_npz with a write failure as a DataError naming the output file."""
+    from ..errors import DataError, where
+    from ..recording import save_npz
+
+    out = Path(output)
+    if out.suffix != ".npz":
+        out = out.with_name(out.name + ".npz")
+    try:
+        return save_npz(rec, out)
+    except OSError as e:
+        raise DataError(where(out, f"cannot write ({e.strerror or e})")) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..loaders import load_recording
+
+    rec = load_recording(args.input, args.bin_ms)
+    out = write(rec, args.output)
+    print(describe(rec, out))
+    return 0
