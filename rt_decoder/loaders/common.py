@@ -79,14 +79,21 @@ def check_bin_ms(source: str | Path, bin_ms: float) -> float:
     return b
 
 
-def sample_at(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Linearly interpolate (N, K) values given at `times` to the times `at`; NaN outside their span."""
+def sample_at(times: np.ndarray, values: np.ndarray, at: np.ndarray, tol: float = 0.0) -> np.ndarray:
+    """Linearly interpolate (N, K) values given at `times` to the times `at`.
+
+    NaN outside their span, except within `tol` of either end (there the end value holds): timestamps
+    of two streams at the same rate differ by float noise and dejittering, and must not cost a bin.
+    """
     t = np.asarray(times, dtype=np.float64).ravel()
     v = np.asarray(values, dtype=np.float64)
     if v.ndim == 1:
         v = v[:, None]
     order = np.argsort(t, kind="stable")
     t, v = t[order], v[order]
+    at = np.asarray(at, dtype=np.float64)
+    at = np.where((at < t[0]) & (at >= t[0] - tol), t[0], at)
+    at = np.where((at > t[-1]) & (at <= t[-1] + tol), t[-1], at)
     return np.stack([np.interp(at, t, v[:, j], left=np.nan, right=np.nan) for j in range(v.shape[1])], axis=1)
 
 

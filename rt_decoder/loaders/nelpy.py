@@ -78,6 +78,6 @@ def load_nelpy(folder: str | Path, bin_ms: float | None = None):
     rec = bin_events(times, chans, bin_s, n_channels=len(trains), t_start=t0, t_stop=t0 + (n_bins + 0.5) * bin_s,
                      channel_names=[f"unit{i:02d}" for i in range(len(trains))], source=str(folder))
     centres = t0 + (np.arange(rec.n_bins) + 0.5) * bin_s
-    rec.behavior = sample_at(pt, xy, centres)
+    rec.behavior = sample_at(pt, xy, centres, tol=bin_s / 2)
     rec.behavior_names = ["pos_x", "pos_y"]
     return trim_to_behavior(rec.validate())

@@ -63,7 +63,7 @@ def load_nwb(path: str | Path, bin_ms: float | None = None) -> Recording:
                      t_stop=t0 + (n_bins + 0.5) * bin_s, channel_names=names, source=str(path))
     if series:
         centres = t0 + (np.arange(rec.n_bins) + 0.5) * bin_s
-        rec.behavior = np.concatenate([sample_at(t, v, centres) for _, t, v in series], axis=1)
+        rec.behavior = np.concatenate([sample_at(t, v, centres, tol=bin_s / 2) for _, t, v in series], axis=1)
         rec.behavior_names = [n for name, _, v in series for n in axis_names(name, v.shape[1])]
     if trials is not None:
         k = bin_index(trials, t0, bin_s)

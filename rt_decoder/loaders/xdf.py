@@ -27,13 +27,17 @@ def _info(stream: dict, key: str, default: str = "") -> str:
     return str(v[0] if isinstance(v, list) and v else v)
 
 
-def _labels(stream: dict) -> list[str]:
-    """Channel labels from the stream's desc (<channels><channel><label>), or [] when absent."""
+def _desc(stream: dict) -> dict:
+    d = stream["info"].get("desc", [None])
+    return d[0] if isinstance(d, list) and d and isinstance(d[0], dict) else {}
+
+
+def _labels(stream: dict, group: str = "channels") -> list[str]:
+    """Labels from the stream's desc (<group><channel><label>), or [] when absent."""
     try:
-        desc = stream["info"]["desc"][0]
-        chans = desc["channels"][0]["channel"]
-        return [str(c.get("label", [""])[0]) for c in chans]
-    except (KeyError, IndexError, TypeError):
+        chans = _desc(stream)[group][0]["channel"]
+        return [str((c.get("label") or [""])[0] or "") for c in chans]
+    except (KeyError, IndexError, TypeError, AttributeError):
         return []
 
 
@@ -79,7 +83,7 @@ def load_xdf(path: str | Path, bin_ms: float | None = None) -> Recording:
         if ts.size >= 2 and v.ndim == 2:
             centres = t0 + (np.arange(rec.n_bins) + 0.5) * rec.bin_s
             labels = _labels(beh)
-            rec.behavior = sample_at(ts, v, centres)
+            rec.behavior = sample_at(ts, v, centres, tol=rec.bin_s / 2)
             rec.behavior_names = labels if len(labels) == v.shape[1] and all(labels) else \
                 [f"{_info(beh, 'name')}{i}" for i in range(v.shape[1])]
     markers = by_type.get("markers", [])
@@ -136,7 +140,18 @@ def _events(path: Path, s: dict, bin_ms: float | None) -> Recording:
     ch = v[:, 0]
     if not np.issubdtype(ch.dtype, np.number) or np.any(ch < 0) or np.any(ch != np.round(ch)):
         raise DataError(where(path, "SpikeEvents channel indices must be non-negative integers"))
-    labels = _labels(s)
-    names = labels if len(labels) > ch.max() and len(labels) != v.shape[1] else None
+    # spike channels are named in desc/spike_channels (or counted by desc/n_channels); the stream's
+    # own <channels> describe its 1-2 columns (channel, unit), not the electrodes
+    names = _labels(s, "spike_channels") or None
+    n = None
+    try:
+        n = int(_desc(s)["n_channels"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        pass
+    if names is not None and n is not None and len(names) != n:
+        names = None
     bin_s = (DEFAULT_EVENT_BIN_MS if bin_ms is None else bin_ms) / 1000.0
-    return bin_events(ts, ch.astype(np.int64), bin_s, channel_names=names, source=str(path))
+    # bins sit on the clock's grid (multiples of the bin width), so the same spikes bin the same
+    # way whatever the first spike's time
+    t0 = np.floor(ts.min() / bin_s + 1e-9) * bin_s
+    return bin_events(ts, ch.astype(np.int64), bin_s, n_channels=n, t_start=t0, channel_names=names, source=str(path))
