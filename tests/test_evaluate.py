@@ -1,0 +1,128 @@
+"""`rt-decoder evaluate` and evaluate_decoder: schema, name matching, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import data_file
+
+from rt_decoder.baselines import fit_baselines, fit_wiener_params
+from rt_decoder.cli import main
+from rt_decoder.errors import DataError
+from rt_decoder.evaluation import evaluate_decoder
+from rt_decoder.metrics import r2
+from rt_decoder.recording import save_npz, split_bounds
+from rt_decoder.simulate import simulate_session
+from rt_decoder.step_graph import save
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ev")
+    rec = simulate_session(minutes=2.0, channels=20, bin_s=0.05, seed=5)
+    save_npz(rec, d / "sim.npz")
+    models = fit_baselines(rec, split_bounds(rec.n_bins), lag_bins=1)
+    save(models["wiener"], d / "wiener.onnx")
+    save(models["kalman"], d / "kalman.onnx")
+    return d, rec
+
+
+def _one_line_error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_cli_json_schema(files, capsys):
+    d, rec = files
+    out = d / "m.json"
+    assert main(["evaluate", str(d / "wiener.onnx"), "--data", str(d / "sim.npz"), "--json", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "pos_x" in text and "R2" in text
+    res = json.loads(out.read_text())
+    T = rec.n_bins
+    b = split_bounds(T)
+    assert res["outputs"] == ["pos_x", "pos_y", "vel_x", "vel_y"]
+    assert res["bin_s"] == 0.05 and res["lag_bins"] == 1 and res["block"] == "test"
+    assert res["split"] == {k: list(v) for k, v in b.items()}
+    assert res["n_bins"] == T - b["test"][0]
+    assert set(res["model"]) == {"r2", "rmse", "corr"} and all(len(v) == 4 for v in res["model"].values())
+    # the figure equals the numpy Wiener twin run from reset at the test block start
+    p = fit_wiener_params(rec.slice(*b["train"]), rec.slice(*b["val"]), lag_bins=1)
+    te = rec.slice(*b["test"])
+    np.testing.assert_allclose(res["model"]["r2"], r2(te.behavior, p.predict(te.counts)), atol=1e-4)
+
+
+def test_outputs_matched_by_name_and_nan_rows_counted(files):
+    d, rec = files
+    base = evaluate_decoder(d / "kalman.onnx", rec)
+    perm = [3, 1, 0, 2]
+    y = rec.behavior[:, perm].copy()
+    y[-20:-10] = np.nan
+    shuffled = replace(rec, behavior=y, behavior_names=[rec.behavior_names[i] for i in perm])
+    res = evaluate_decoder(d / "kalman.onnx", shuffled, "test")
+    assert res["nan_rows_excluded"] == 10
+    np.testing.assert_allclose(res["model"]["r2"], base["model"]["r2"], atol=0.02)
+    renamed = replace(rec, behavior_names=["a", "b", "vel_x", "vel_y"])
+    with pytest.raises(DataError, match="pos_x, pos_y"):
+        evaluate_decoder(d / "kalman.onnx", renamed)
+
+
+def test_channel_and_bin_width_mismatch_are_one_line(files, capsys, tmp_path):
+    d, rec = files
+    fewer = replace(rec, counts=rec.counts[:, :-1], channel_names=rec.channel_names[:-1], source="x")
+    save_npz(fewer, tmp_path / "fewer.npz")
+    err = _one_line_error(capsys, ["evaluate", str(d / "wiener.onnx"), "--data", str(tmp_path / "fewer.npz")])
+    assert "fewer.npz" in err and "19 channels" in err and "20" in err
+    fine = replace(rec, counts=np.repeat(rec.counts, 2, axis=0) // 2, bin_s=0.025,
+                   behavior=np.repeat(rec.behavior, 2, axis=0), trial_starts=None)
+    save_npz(fine, tmp_path / "fine.npz")
+    err = _one_line_error(capsys, ["evaluate", str(d / "wiener.onnx"), "--data", str(tmp_path / "fine.npz")])
+    assert "25 ms" in err and "--bin-ms 50" in err
+    # and re-binning as suggested works
+    assert main(["evaluate", str(d / "wiener.onnx"), "--data", str(tmp_path / "fine.npz"), "--bin-ms", "50", "--quiet"]) == 0
+
+
+def test_bad_model_files_are_one_line(files, capsys, tmp_path):
+    d, _ = files
+    (tmp_path / "junk.onnx").write_bytes(b"\x00not onnx at all")
+    err = _one_line_error(capsys, ["evaluate", str(tmp_path / "junk.onnx"), "--data", str(d / "sim.npz")])
+    assert "junk.onnx" in err
+    err = _one_line_error(capsys, ["evaluate", str(tmp_path / "absent.onnx"), "--data", str(d / "sim.npz")])
+    assert "absent.onnx" in err
+    err = _one_line_error(capsys, ["evaluate", str(d / "sim.npz"), "--data", str(d / "sim.npz")])
+    assert "sim.npz" in err
+    err = _one_line_error(capsys, ["evaluate", str(d / "wiener.onnx")])
+    assert "--data" in err
+
+
+def test_no_behaviour_and_tiny_block(files, tmp_path):
+    d, rec = files
+    with pytest.raises(DataError, match="no behaviour"):
+        evaluate_decoder(d / "wiener.onnx", replace(rec, behavior=None, behavior_names=None))
+    with pytest.raises(DataError, match="fewer than 2 bins"):
+        evaluate_decoder(d / "wiener.onnx", rec.slice(0, 4))
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_chestek_baselines(capsys, tmp_path):
+    """Real data: Wiener and Kalman R2 on chestek_contdata95, test = last 20%, lag 0 and 1."""
+    from rt_decoder.loaders import load_recording
+
+    rec = load_recording(data_file("chestek_contdata95", "contdata95.mat"))
+    b = split_bounds(rec.n_bins)
+    for lag in (0, 1):
+        models = fit_baselines(rec, b, lag_bins=lag)
+        for name, m in models.items():
+            save(m, tmp_path / f"{name}{lag}.onnx")
+            res = evaluate_decoder(tmp_path / f"{name}{lag}.onnx", rec, "test", b)
+            with capsys.disabled():
+                print(f"chestek {name} lag {lag}: R2 {np.round(res['model']['r2'], 3).tolist()}")
+            assert np.mean(res["model"]["r2"]) > (0.6 if name == "wiener" else 0.3)
