@@ -108,7 +108,7 @@ def _behavior_series(nwb) -> list[tuple[str, np.ndarray, np.ndarray]]:
     for obj in nwb.acquisition.values():
         visit(obj)
     out = []
-    for ts in found:
+    for ts in sorted(found, key=lambda s: s.name):
         shape = getattr(ts.data, "shape", None)
         if shape is None or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] > MAX_BEHAVIOR_COLUMNS):
             continue
