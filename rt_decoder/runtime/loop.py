@@ -1,0 +1,364 @@
+"""The real-time loop (DESIGN §6): spikes in over LSL -> bins -> step model -> Kinematics out.
+
+One thread does everything in order, so a bin's latency is measured on one clock with no
+hand-offs: it wakes on data (pull_chunk waits for the first sample, then drains), closes bins,
+advances the model and pushes the prediction with the bin's end as its timestamp.
+
+Budget and catch-up: a bin's deadline is its end + budget. When a newer bin is already waiting
+and this one's deadline has passed, its prediction is stale: the state absorbs the bin (the
+state-only graph, exact) and the prediction is skipped and counted. The queue is drained every
+time the loop wakes, so the backlog cannot grow while a state update is faster than a bin.
+`emit="fixed"` holds each prediction until end + budget, so latency is constant; a prediction
+ready after its deadline is pushed at once and counted as a miss (in both modes).
+
+DecoderStats channels (one sample per bin, timestamp = bin end):
+  bin_index, latency_ms (NaN when skipped), backlog (bins waiting), deadline_miss, skipped,
+  gap_bins -- the last three are running totals, so a consumer that drops samples still sees
+  them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from array import array
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StreamError
+from ..step_model import StepModel
+from . import lsl as L
+from .binner import Bin, CountsBinner, EventBinner
+from .session_log import SessionLog, file_sha256
+from .state_only import StateAdvancer
+
+log = logging.getLogger("rt_decoder.runtime")
+
+STATS_LABELS = ["bin_index", "latency_ms", "backlog", "deadline_miss", "skipped", "gap_bins"]
+INT_FORMATS = {4: "int32", 5: "int16", 6: "int8", 7: "int64"}
+
+
+def wait_until(t: float, clock) -> None:
+    """Sleep until clock() >= t; the last 0.3 ms spin, so the wake-up is on time."""
+    while True:
+        rem = t - clock()
+        if rem <= 0:
+            return
+        if rem > 0.0004:
+            time.sleep(rem - 0.0003)
+
+
+def check_input(info: Any, model: StepModel) -> dict[str, Any]:
+    """The input stream against the model card, before the first bin; StreamError says what is wrong."""
+    card = model.card
+    name = f"stream {info.name()!r}"
+    D, B = card.n_channels, card.bin_s
+    fmt, rate, n = info.channel_format(), info.nominal_srate(), info.channel_count()
+    speed = float(L.desc_value(info, "speed") or 1.0)
+    origin = L.desc_value(info, "bin_origin")
+    origin = float(origin) if origin is not None else None
+    kind = info.type()
+    if kind not in L.INPUT_TYPES:
+        kind = "SpikeEvents" if rate == 0 else "SpikeCounts"
+        log.warning("%s has type %r; treating it as %s", name, info.type(), kind)
+    if kind == "SpikeEvents":
+        if fmt not in INT_FORMATS:
+            raise StreamError(f"{name}: SpikeEvents must carry integer channel indices (int32), got {L.describe(info)}")
+        if rate != 0:
+            raise StreamError(f"{name}: SpikeEvents must have an irregular rate, got {rate:g} Hz")
+        if n not in (1, 2):
+            raise StreamError(f"{name}: SpikeEvents has {n} channels, expected 1 (channel index) or 2 (channel, unit)")
+        declared = L.desc_value(info, "n_channels")
+        if declared is not None and int(declared) != D:
+            raise StreamError(f"{name}: events come from {declared} channels, the model {model.path.name} expects {D}")
+        return {"kind": kind, "rate": 0.0, "origin": origin, "speed": speed, "factor": 0}
+    if fmt == 3:
+        raise StreamError(f"{name}: SpikeCounts must be numeric, got a string stream")
+    if n != D:
+        raise StreamError(f"{name}: has {n} channels, the model {model.path.name} expects {D}")
+    if rate <= 0:
+        raise StreamError(f"{name}: SpikeCounts needs a regular rate, got irregular")
+    f = B * rate
+    if round(f) < 1 or abs(f - round(f)) > 1e-6 * max(1.0, f):
+        raise StreamError(f"{name}: source rate {rate:g} Hz does not divide the model's {B * 1000:g} ms bin "
+                          f"(need a whole number of samples per bin, got {f:g})")
+    return {"kind": kind, "rate": rate, "origin": origin, "speed": speed, "factor": int(round(f))}
+
+
+class Runtime:
+    """Run a step model on a live LSL spike stream inside a latency budget.
+
+    model: a StepModel or a path to a step graph. input: StreamSpec or its text ("NAME",
+    "type=X", "source_id=X"; None = any SpikeCounts/SpikeEvents stream). Call `run()` (blocks;
+    returns the summary) in any thread; `stop()` from any other; `ready` is set once the input is
+    open and the outlets exist.
+    """
+
+    def __init__(self, model: StepModel | str | Path, input: L.StreamSpec | str | None = None, *,
+                 output: str = "rt-decoder", stats: str | None = "rt-decoder-stats", budget_ms: float = 5.0,
+                 emit: str = "asap", log_path: str | Path | None = None, threads: int = 1,
+                 providers: str = "auto", resolve_timeout: float = 10.0, grace_ms: float = 3.0,
+                 max_count: float = 1000.0, zeta_stream: str | None = None, status_every_s: float = 0.0,
+                 reconnect_timeout: float | None = None) -> None:
+        if emit not in ("asap", "fixed"):
+            raise StreamError(f"--emit must be asap or fixed, got {emit!r}")
+        self.model = model if isinstance(model, StepModel) else StepModel(model, threads=threads, providers=providers)
+        self.card = self.model.card
+        self.spec = input if isinstance(input, L.StreamSpec) else L.StreamSpec.parse(input)
+        self.output_name, self.stats_name, self.zeta_name = output, stats, zeta_stream
+        self.budget = budget_ms / 1000.0
+        self.budget_ms = budget_ms
+        self.emit = emit
+        self.log_path = log_path
+        self.resolve_timeout = resolve_timeout
+        self.grace = grace_ms / 1000.0
+        self.max_count = max_count
+        self.status_every = status_every_s
+        self.reconnect_timeout = reconnect_timeout
+        self.advancer = StateAdvancer(self.model, threads=threads)
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self.queue: deque[Bin] = deque()
+        self.n_bins = self.n_pred = self.skipped = self.misses = self.gap_bins = self.reconnects = 0
+        self.max_backlog = 0
+        self.latencies = array("d")
+        self.input_desc = ""
+        self.inlet: Any = None
+        self.binner: CountsBinner | EventBinner | None = None
+        self._session_log: SessionLog | None = None
+
+    # ---- control -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the bin in hand and return (thread- and signal-safe)."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def _open_outputs(self) -> None:
+        card = self.card
+        extra = {"model": self.model.path.name, "bin_s": card.bin_s, "providers": ",".join(self.model.providers),
+                 "budget_ms": self.budget_ms, "emit": self.emit}
+        self.out = L.make_outlet(self.output_name, "Kinematics", card.outputs, 1.0 / card.bin_s, units=card.units,
+                                 extra=extra)
+        self.stats_out = None
+        if self.stats_name:
+            self.stats_out = L.make_outlet(self.stats_name, "DecoderStats", STATS_LABELS, 1.0 / card.bin_s,
+                                           extra={"decoder": self.output_name, "totals": "deadline_miss,skipped,gap_bins"})
+        self.zeta_out = None
+        self._zeta_every = max(1, round(0.1 / card.bin_s))
+        if self.zeta_name and "zeta" in self.model.state and len(card.canvas) == 2:
+            H, W = card.canvas
+            self.zeta_out = L.make_outlet(self.zeta_name, "Zeta", [f"px{i}" for i in range(H * W)], 1.0 / (self._zeta_every * card.bin_s),
+                                          extra={"canvas_h": H, "canvas_w": W, "decay": card.decays[0], "decoder": self.output_name})
+        elif self.zeta_name:
+            log.warning("model %s has no zeta image; --zeta-stream ignored", self.model.path.name)
+
+    def _open_input(self, info: Any) -> None:
+        lsl = L.pylsl()
+        inlet = lsl.StreamInlet(info, max_buflen=60, recover=False)
+        try:
+            inlet.open_stream(timeout=5.0)
+            full = inlet.info(timeout=5.0)
+        except Exception as e:  # timeout or lost while opening
+            raise ConnectionError(f"stream {info.name()!r}: cannot open ({e})") from None
+        self.meta = check_input(full, self.model)
+        self.info = full
+        self.inlet = inlet
+        self.clock_offset = L.ClockOffset(inlet, full)
+        self.input_desc = L.describe(full)
+        dtype = np.dtype(getattr(inlet, "np_dtype", None) or np.float32)
+        self._buf = np.empty((4096, full.channel_count()), dtype=dtype)
+
+    def _anchor(self, now: float) -> list[Bin]:
+        m = self.meta
+        origin = None if m["origin"] is None else m["origin"] + self.clock_offset.value
+        B = self.card.bin_s
+        if m["kind"] == "SpikeEvents":
+            if not isinstance(self.binner, EventBinner):
+                self.binner = EventBinner(self.card.n_channels, B / m["speed"], self.grace)
+            return self.binner.anchor(origin, now, B / m["speed"])
+        if not isinstance(self.binner, CountsBinner):
+            self.binner = CountsBinner(self.card.n_channels, B / m["speed"], m["rate"] * m["speed"], self.max_count)
+        self.binner.anchor(origin, m["rate"] * m["speed"])
+        return []
+
+    def _close_input(self) -> None:
+        if self.inlet is not None:
+            self.clock_offset.close()
+            try:
+                self.inlet.close_stream()
+            except Exception:
+                pass
+            self.inlet = None
+
+    def _reconnect(self, lsl: Any) -> list[Bin]:
+        """The source vanished: wait for it (same source_id), reopen, re-check, count the gap."""
+        t_lost = lsl.local_clock()
+        sid = self.info.source_id()
+        log.warning("input %r lost; waiting for source_id %r to come back", self.info.name(), sid)
+        if self._session_log:
+            self._session_log.event("lost", t_lost, source_id=sid)
+        old = self.info
+        self._close_input()
+        while not self._stop.is_set():
+            found = L.resolve_again(old, 0.5)
+            if found is not None:
+                try:
+                    self._open_input(found)
+                    break
+                except ConnectionError as e:  # the stream went away again while opening
+                    log.warning("reconnect failed (%s); retrying", e)
+            if self.reconnect_timeout is not None and lsl.local_clock() - t_lost > self.reconnect_timeout:
+                raise StreamError(f"stream {old.name()!r}: lost and not back after {self.reconnect_timeout:g} s")
+        if self.inlet is None:
+            return []
+        self.reconnects += 1
+        gap = self._anchor(lsl.local_clock())
+        log.warning("input %r back after %.2f s", self.info.name(), lsl.local_clock() - t_lost)
+        if self._session_log:
+            self._session_log.event("reconnected", lsl.local_clock(), down_s=round(lsl.local_clock() - t_lost, 4))
+        return gap
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def run(self, max_bins: int | None = None, duration_s: float | None = None) -> dict[str, Any]:
+        """Resolve the input, check it, then loop until stop(), max_bins or duration_s."""
+        lsl = L.pylsl()
+        clock = lsl.local_clock
+        card = self.card
+        try:
+            self._open_input(L.resolve(self.spec, self.resolve_timeout))
+        except ConnectionError as e:
+            raise StreamError(str(e)) from None
+        self._open_outputs()
+        log.info("model %s: %d ch -> %s, bin %g ms, providers %s, budget %g ms, emit %s; input %s",
+                 self.model.path.name, card.n_channels, ",".join(card.outputs), card.bin_s * 1000,
+                 ",".join(self.model.providers), self.budget_ms, self.emit, self.input_desc)
+        if self.log_path:
+            self._session_log = SessionLog(self.log_path, {
+                "model": str(self.model.path), "model_sha256": file_sha256(self.model.path),
+                "channels": card.channel_names, "outputs": card.outputs, "units": card.units, "bin_s": card.bin_s,
+                "input": self.input_desc, "budget_ms": self.budget_ms, "emit": self.emit,
+                "providers": self.model.providers})
+        self.t_start = clock()
+        t_stop = None if duration_s is None else self.t_start + duration_s
+        next_status = self.t_start + self.status_every if self.status_every else math.inf
+        pending = self._anchor(clock())
+        self.ready.set()
+        try:
+            if pending:
+                self._process(pending, clock)
+            while not self._stop.is_set():
+                now = clock()
+                if (max_bins is not None and self.n_bins >= max_bins) or (t_stop is not None and now >= t_stop):
+                    break
+                timeout = 0.05
+                dl = self.binner.next_deadline()
+                if dl is not None:
+                    timeout = min(timeout, max(0.0, dl - now))
+                if t_stop is not None:
+                    timeout = min(timeout, max(0.0, t_stop - now))
+                try:
+                    _, ts = self.inlet.pull_chunk(timeout=timeout, max_samples=len(self._buf), dest_obj=self._buf,
+                                                  min_samples=1, as_numpy=True)
+                except lsl.LostError:
+                    bins = self._reconnect(lsl)
+                    if bins:
+                        self._process(bins, clock, max_bins)
+                    continue
+                bins = []
+                if len(ts):
+                    bins = self.binner.feed(self._buf[: len(ts)], ts + self.clock_offset.value)
+                bins += self.binner.poll(clock())
+                if bins:
+                    self._process(bins, clock, max_bins)
+                if clock() >= next_status:
+                    next_status += self.status_every
+                    s = self.summary()
+                    log.info("%d bins, %d predictions, %d skipped, %d gap bins, %d misses, latency p50 %.2f p99 %.2f ms",
+                             s["bins"], s["predictions"], s["skipped"], s["gap_bins"], s["misses"],
+                             s["latency_ms"]["p50"], s["latency_ms"]["p99"])
+        finally:
+            self.t_end = clock()
+            summary = self.summary()
+            if self._session_log:
+                self._session_log.event("stop", self.t_end, summary=summary)
+                self._session_log.close()
+            self._close_input()
+            self.ready.set()
+        return summary
+
+    def _process(self, bins: list[Bin], clock, max_bins: int | None = None) -> None:
+        """Drain the queue: every bin updates the state; stale ones skip the prediction."""
+        self.queue.extend(bins)
+        model, out = self.model, self.out
+        while self.queue:
+            if max_bins is not None and self.n_bins >= max_bins:
+                self.queue.clear()
+                return
+            b = self.queue.popleft()
+            i = self.n_bins
+            self.n_bins += 1
+            backlog = len(self.queue)
+            self.max_backlog = max(self.max_backlog, backlog)
+            deadline = b.t_end + self.budget
+            flags = []
+            if b.gap:
+                flags.append("gap")
+                self.gap_bins += 1
+            if b.partial:
+                flags.append("partial")
+            pred = None
+            lat = math.nan
+            if backlog and clock() > deadline:
+                self.advancer.advance(model, b.counts)
+                self.skipped += 1
+                flags.append("skipped")
+            else:
+                pred = model.step(b.counts)
+                miss = clock() > deadline
+                if self.emit == "fixed" and not miss:
+                    wait_until(deadline, clock)
+                out.push_sample(pred, b.t_end)
+                lat = (clock() - b.t_end) * 1000.0
+                self.latencies.append(lat)
+                self.n_pred += 1
+                if miss:
+                    self.misses += 1
+                    flags.append("miss")
+            if self.stats_out is not None:
+                self.stats_out.push_sample([i, lat, backlog, self.misses, self.skipped, self.gap_bins], b.t_end)
+            if self.zeta_out is not None and i % self._zeta_every == 0:
+                self.zeta_out.push_sample(model.state["zeta"][0, 0].ravel(), b.t_end)
+            if self._session_log is not None:
+                self._session_log.bin(i, b.t_end, b.counts, pred, None if pred is None else lat, backlog, flags, b.bad)
+
+    # ---- report -----------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        lat = np.frombuffer(self.latencies, dtype=np.float64) if len(self.latencies) else np.zeros(0)
+
+        def pct(q: float) -> float:
+            return float(np.percentile(lat, q)) if lat.size else math.nan
+
+        bad = dict(self.binner.counters) if self.binner is not None else {}
+        return {"bins": self.n_bins, "predictions": self.n_pred, "skipped": self.skipped, "gap_bins": self.gap_bins,
+                "misses": self.misses, "reconnects": self.reconnects, "max_backlog": self.max_backlog,
+                "latency_ms": {"p50": pct(50), "p99": pct(99), "max": float(lat.max()) if lat.size else math.nan},
+                "bad_values": bad, "budget_ms": self.budget_ms, "emit": self.emit,
+                "providers": list(self.model.providers), "input": self.input_desc}
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lat = s["latency_ms"]
+    bad = ", ".join(f"{k} {v}" for k, v in s["bad_values"].items() if v) or "none"
+    return (f"{s['bins']} bins, {s['predictions']} predictions, {s['skipped']} skipped, {s['gap_bins']} gap bins, "
+            f"{s['reconnects']} reconnects; latency p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms, "
+            f"max {lat['max']:.3f} ms; {s['misses']} deadline misses at {s['budget_ms']:g} ms ({s['emit']}); "
+            f"bad values: {bad}; providers {','.join(s['providers'])}")

@@ -1,0 +1,108 @@
+"""What a downstream user sees: a consumer that records a stream's samples and their arrival
+time, and a small retention_linear step graph to measure with when no trained model is given.
+
+The benchmarks and the tests measure latency the way DESIGN §5 defines it: local_clock() at
+receipt minus the sample's timestamp (the bin's end).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import lsl as L
+
+
+class Consumer:
+    """Collect every sample of one LSL stream (by name) in a background thread."""
+
+    def __init__(self, name: str, timeout: float = 10.0, prop: str = "name") -> None:
+        lsl = L.pylsl()
+        found = lsl.resolve_byprop(prop, name, 1, timeout)
+        if not found:
+            raise RuntimeError(f"consumer: no stream {prop}={name!r} after {timeout:g} s")
+        self.inlet = lsl.StreamInlet(found[0], max_buflen=120, recover=False)
+        self.inlet.open_stream(timeout=5.0)
+        self.info = self.inlet.info(timeout=5.0)
+        self.samples: list[np.ndarray] = []
+        self.stamps: list[float] = []
+        self.received: list[float] = []
+        self._stop = threading.Event()
+        self._lost = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"consumer-{name}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        lsl = L.pylsl()
+        n = self.info.channel_count()
+        buf = np.empty((1024, n), dtype=np.dtype(getattr(self.inlet, "np_dtype", None) or np.float32))
+        while not self._stop.is_set():
+            try:
+                _, ts = self.inlet.pull_chunk(timeout=0.05, max_samples=1024, dest_obj=buf, min_samples=1, as_numpy=True)
+            except lsl.LostError:
+                self._lost = True
+                break
+            if len(ts):
+                now = lsl.local_clock()
+                self.samples.extend(buf[: len(ts)].copy())
+                self.stamps.extend(ts.tolist())
+                self.received.extend([now] * len(ts))
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        """Until n samples arrived (True) or timeout (False)."""
+        lsl = L.pylsl()
+        t_end = lsl.local_clock() + timeout
+        while len(self.stamps) < n and lsl.local_clock() < t_end and self._thread.is_alive():
+            self._stop.wait(0.01)
+        return len(self.stamps) >= n
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+    def data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(samples (n, C), timestamps (n,), latency_s (n,) = receipt - timestamp)."""
+        x = np.array(self.samples) if self.samples else np.zeros((0, self.info.channel_count()))
+        ts = np.array(self.stamps, np.float64)
+        return x, ts, np.array(self.received, np.float64) - ts
+
+
+def linear_model(path: str | Path, n_channels: int = 96, n_outputs: int = 4, bin_s: float = 0.02,
+                 decays: tuple[float, ...] = (0.5, 0.875, 0.96875), lag_bins: int = 0, seed: int = 0) -> Path:
+    """A retention_linear step graph with random readout weights (no torch): for tests and benchmarks."""
+    from ..layout import default_canvas, raster_layout
+    from ..model_card import ModelCard, StateSpec
+    from ..step_graph import build_retention_model, save
+
+    canvas = default_canvas(n_channels)
+    S = len(decays)
+    names = ["pos_x", "pos_y", "vel_x", "vel_y"]
+    outputs = names[:n_outputs] if n_outputs <= 4 else [f"y{k}" for k in range(n_outputs)]
+    card = ModelCard(kind="decoder", model_type="retention_linear", bin_s=bin_s,
+                     channel_names=[f"ch{i:03d}" for i in range(n_channels)], outputs=outputs,
+                     units=["cm" if o.startswith("pos") else "cm/s" for o in outputs],
+                     states=[StateSpec("zeta", [1, S, *canvas])], decays=list(decays), canvas=list(canvas),
+                     layout={"kind": "raster", "pixels": raster_layout(n_channels, canvas).tolist()}, lag_bins=lag_bins)
+    rng = np.random.default_rng(seed)
+    W = rng.normal(scale=0.1, size=(S * canvas[0] * canvas[1], n_outputs))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(build_retention_model(card, linear=(W, rng.normal(size=n_outputs)), out_mean=np.zeros(n_outputs),
+                               out_std=np.ones(n_outputs)), path)
+    return path
+
+
+def poisson_recording(n_bins: int, n_channels: int, bin_s: float = 0.02, rate_hz: float = 20.0, seed: int = 0,
+                      n_outputs: int = 2) -> Any:
+    """A quick random recording (counts + smooth behaviour + trials) when no simulator is at hand."""
+    from ..recording import Recording
+
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(rate_hz * bin_s, size=(n_bins, n_channels)).astype(np.int32)
+    t = np.arange(n_bins) * bin_s
+    beh = np.stack([np.sin(2 * np.pi * 0.2 * t + k) for k in range(n_outputs)], axis=1)
+    return Recording(counts=counts, bin_s=bin_s, behavior=beh, behavior_names=[f"pos_{'xyzw'[k]}" for k in range(n_outputs)],
+                     trial_starts=np.arange(0, n_bins, 100)).validate()
