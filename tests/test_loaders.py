@@ -249,3 +249,13 @@ def test_bin_events_conserves_spikes_at_any_width():
         rec = bin_events(t, ch, width, n_channels=7)
         assert rec.counts.sum() == t.size
         np.testing.assert_array_equal(rec.counts.sum(0), np.bincount(ch, minlength=7))
+
+
+def test_behaviour_sampling_bridges_lost_samples_and_tolerates_edge_noise():
+    from rt_decoder.loaders.common import sample_at
+
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    v = np.array([[0.0, 10.0], [np.nan, 11.0], [2.0, 12.0], [3.0, 13.0]])
+    out = sample_at(t, v, np.array([-0.1, -1e-12, 0.5, 1.0, 3.0 + 1e-12, 3.5]), tol=0.01)
+    np.testing.assert_allclose(out[:, 0], [np.nan, 0.0, 0.5, 1.0, 3.0, np.nan])
+    np.testing.assert_allclose(out[:, 1], [np.nan, 10.0, 10.5, 11.0, 13.0, np.nan])
