@@ -26,12 +26,12 @@ import pylsl
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
+from .outputs import pick_position_columns
 from .streams import CONNECTED, LOST, WAITING, StreamWatcher
 
 PRED_PEN = pg.mkPen((255, 140, 0), width=2)
 TRUTH_PEN = pg.mkPen((190, 190, 190), width=2)
 STATE_COLORS = {WAITING: "#d0a000", CONNECTED: "#40c040", LOST: "#ff5050"}
-POSITION_PAIRS = (("pos_x", "pos_y"), ("cursor_x", "cursor_y"), ("x", "y"), ("hand_x", "hand_y"))
 ROLES = ("decoder", "truth", "stats", "zeta", "spikes")
 
 
@@ -97,15 +97,6 @@ def fit_range(current: tuple[float, float], lo: float, hi: float, pad: float = 0
     if lo < a or hi > b or (hi - lo) < 0.5 * (b - a):
         return lo - pad * span, hi + pad * span
     return None
-
-
-def pick_position_columns(labels: list[str]) -> tuple[int, int] | None:
-    """Columns of the 2-D position among output labels: a known x/y pair, else the first two."""
-    low = [s.lower() for s in labels]
-    for a, b in POSITION_PAIRS:
-        if a in low and b in low:
-            return low.index(a), low.index(b)
-    return (0, 1) if len(labels) >= 2 else None
 
 
 class PlotWindow(QtWidgets.QWidget):
