@@ -1,9 +1,10 @@
 """Attach to an LSL stream by name and keep its recent samples: the plot's data side, no Qt.
 
-A `StreamWatcher` resolves its stream in a background thread (resolution blocks for up to
-`resolve_timeout_s`, which a GUI thread must never do), and the owner calls `poll()` from its own
-thread (the plot's QTimer) to pull whatever arrived with `pull_chunk(timeout=0)` into a
-`RingBuffer`. The state says what a user needs to know:
+A `StreamWatcher` finds its stream in a background thread (one ContinuousResolver per process;
+opening an inlet blocks for the stream's header and a first clock offset, which a GUI thread
+must never wait for), and the owner calls `poll()` from its own thread (the plot's QTimer) to
+pull whatever arrived with `pull_chunk(timeout=0)` into a `RingBuffer`. The state says what a
+user needs to know:
 
 - "waiting for stream": nothing with that name has been seen yet;
 - "connected": an inlet is open and data arrives;
@@ -27,6 +28,21 @@ from .ringbuffer import RingBuffer
 WAITING = "waiting for stream"
 CONNECTED = "connected"
 LOST = "stream lost"
+
+
+_resolver: pylsl.ContinuousResolver | None = None
+_resolver_lock = threading.Lock()
+
+
+def _visible_streams() -> list[pylsl.StreamInfo]:
+    """Streams on the network now, from one ContinuousResolver shared by every watcher in the
+    process. results() never blocks; concurrent resolve_byprop calls, by contrast, sometimes
+    take 5 s instead of their timeout, which stalls reconnection and shutdown."""
+    global _resolver
+    with _resolver_lock:
+        if _resolver is None:
+            _resolver = pylsl.ContinuousResolver(forget_after=5.0)
+        return list(_resolver.results())
 
 
 @dataclass
@@ -97,7 +113,7 @@ class StreamWatcher:
         min_capacity: int = 256,
         irregular_capacity: int = 4096,
         silence_s: float | None = None,
-        resolve_timeout_s: float = 0.5,
+        resolve_timeout_s: float = 0.5,  # how often to look again while nothing matches
         clocksync: bool = True,
     ) -> None:
         self.name = name
@@ -115,6 +131,7 @@ class StreamWatcher:
         self.last_data = 0.0  # local_clock() of the last pull that returned samples
         self._inlet: pylsl.StreamInlet | None = None
         self._uid = ""
+        self._dead: set[str] = set()  # uids of sources that went away (the resolver lists them a while)
         self._connected_at = 0.0
         self._pending: tuple[pylsl.StreamInlet, StreamMeta] | None = None
         self._lock = threading.Lock()
@@ -149,18 +166,12 @@ class StreamWatcher:
     # ---- background: find the stream and open an inlet ---------------------------------------
     def _resolve_loop(self) -> None:
         while not self._stop.is_set():
-            if not self._want.wait(0.25):
+            if not self._want.wait(0.25) or self._stop.is_set():
                 continue
-            if self._stop.is_set():
-                return
-            try:
-                found = pylsl.resolve_byprop("name", self.name, 1, self.resolve_timeout_s)
-            except Exception:  # noqa: BLE001 - a resolver hiccup must not kill the thread
-                found = []
-            found = [i for i in found if i.uid() != self._uid]
+            found = [i for i in _visible_streams() if i.name() == self.name
+                     and i.uid() != self._uid and i.uid() not in self._dead]
             if not found:
-                if self._uid:  # stalled on a known stream: look again, calmly
-                    self._stop.wait(self.resolve_timeout_s)
+                self._stop.wait(self.resolve_timeout_s / 5)
                 continue
             info = max(found, key=lambda i: i.created_at())
             try:
@@ -172,6 +183,7 @@ class StreamWatcher:
                 if self.clocksync:  # the first estimate blocks ~0.5 s: take it here, not in poll()
                     inlet.time_correction(timeout=2.0)
             except (LostError, LslTimeoutError, RuntimeError):
+                self._dead.add(info.uid())  # listed by the resolver but gone: do not retry it
                 continue
             with self._lock:
                 self._pending = (inlet, meta)
@@ -205,6 +217,7 @@ class StreamWatcher:
 
     def _lose(self) -> None:
         self._inlet = None
+        self._dead.add(self._uid)
         self._uid = ""
         self.state = LOST
         self.losses += 1

@@ -361,10 +361,10 @@ class PlotWindow(QtWidgets.QWidget):
         for role, trail, head in (("decoder", self.pred_trail, self.pred_head),
                                   ("truth", self.truth_trail, self.truth_head)):
             cols = self._position_cols(role)
-            data = self._window(role, self.trail_s)
-            if cols is None or data is None or len(data[0]) == 0:
+            w = self.watchers.get(role)
+            if cols is None or w is None or w.buffer is None or len(w.buffer) == 0:
                 continue
-            _, x = data
+            _, x = w.buffer.since(w.buffer.last(1)[0][0] - self.trail_s)  # trail ends at the newest sample
             trail.setData(x[:, cols[0]], x[:, cols[1]], skipFiniteCheck=True)
             head.setData(x[-1:, cols[0]], x[-1:, cols[1]])
         cols, data = self._position_cols("truth"), self._window("truth", self.window_s)

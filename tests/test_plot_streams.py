@@ -1,0 +1,123 @@
+"""The plot's data side without Qt: ring buffers and StreamWatcher over real LSL on loopback."""
+
+from __future__ import annotations
+
+import gc
+import time
+import uuid
+
+import numpy as np
+import pylsl
+import pytest
+
+from rt_decoder.plot.outputs import pick_position_columns
+from rt_decoder.plot.ringbuffer import RingBuffer
+from rt_decoder.plot.streams import CONNECTED, LOST, WAITING, StreamWatcher
+from rt_decoder.plot.synthetic import KIN_LABELS, KIN_UNITS, stream_info
+
+
+def unique(prefix: str) -> str:
+    """Stream names no other test (or helper running tests in parallel) will publish."""
+    return f"test-plot-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def poll_until(w: StreamWatcher, cond, timeout: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        w.poll()
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{w.name}: condition not met within {timeout} s (state {w.state!r})")
+
+
+def test_ring_buffer_keeps_the_newest_samples_in_order():
+    rng = np.random.default_rng(0)
+    b = RingBuffer(capacity=50, channels=3)
+    ref_x, ref_t = [], []
+    t = 0.0
+    for n in rng.integers(0, 23, size=60):  # chunks smaller and larger than what is left
+        x = rng.normal(size=(n, 3)).astype(np.float32)
+        ts = t + np.arange(n) * 0.01
+        t += n * 0.01
+        b.extend(ts, x)
+        ref_x.append(x)
+        ref_t.append(ts)
+        all_x, all_t = np.concatenate(ref_x), np.concatenate(ref_t)
+        got_t, got_x = b.last()
+        assert len(b) == min(len(all_t), 50)
+        np.testing.assert_array_equal(got_x, all_x[-50:])
+        np.testing.assert_array_equal(got_t, all_t[-50:])
+    assert b.total == len(all_t)
+    got_t, got_x = b.last(7)
+    np.testing.assert_array_equal(got_x, all_x[-7:])
+    t_cut = all_t[-20]
+    got_t, got_x = b.since(t_cut)
+    np.testing.assert_array_equal(got_t, all_t[-20:])
+    b.extend(np.arange(120.0), np.ones((120, 3)))  # one chunk larger than the capacity
+    np.testing.assert_array_equal(b.last()[0], np.arange(70.0, 120.0))
+
+
+def test_ring_buffer_rejects_wrong_shapes():
+    b = RingBuffer(8, 2)
+    with pytest.raises(ValueError, match="shape"):
+        b.extend(np.zeros(3), np.zeros((3, 4)))
+    with pytest.raises(ValueError):
+        RingBuffer(0, 2)
+
+
+def test_position_columns_prefer_named_pair():
+    assert pick_position_columns(["vel_x", "vel_y", "pos_x", "pos_y"]) == (2, 3)
+    assert pick_position_columns(["Cursor_Y", "cursor_x"]) == (1, 0)
+    assert pick_position_columns(["f1", "f2", "f3"]) == (0, 1)
+    assert pick_position_columns(["force"]) is None
+
+
+@pytest.mark.lsl
+def test_watcher_connects_receives_exact_samples_loses_and_reconnects():
+    name = unique("dec")
+    with StreamWatcher(name, window_s=5.0, clocksync=False) as w:
+        w.poll()
+        assert w.state == WAITING and w.buffer is None
+        out = pylsl.StreamOutlet(stream_info(name, "Kinematics", KIN_LABELS, 50.0, units=KIN_UNITS, desc={"canvas_h": 8}))
+        poll_until(w, lambda: w.state == CONNECTED)
+        assert w.meta.labels == list(KIN_LABELS)
+        assert w.meta.units == list(KIN_UNITS)
+        assert w.meta.desc["canvas_h"] == "8"
+        assert w.meta.column("POS_Y") == 1 and w.meta.column("nope") is None
+        x = np.random.default_rng(1).normal(size=(120, 4)).astype(np.float32)
+        ts = pylsl.local_clock() + np.arange(120) / 50.0
+        out.push_chunk(x, ts)
+        poll_until(w, lambda: w.buffer.total >= 120)
+        got_t, got_x = w.buffer.last()
+        assert w.buffer.total == 120
+        np.testing.assert_array_equal(got_x, x)
+        np.testing.assert_allclose(got_t, ts, atol=1e-6)
+        assert w.rate == pytest.approx(50.0, rel=1e-6)
+
+        del out
+        gc.collect()
+        poll_until(w, lambda: w.state == LOST)
+        assert w.losses == 1
+        out2 = pylsl.StreamOutlet(stream_info(name, "Kinematics", KIN_LABELS, 50.0))  # the source comes back
+        poll_until(w, lambda: w.state == CONNECTED)
+        assert w.connects == 2
+        out2.push_sample(np.full(4, 7.0, dtype=np.float32))
+        poll_until(w, lambda: w.buffer.total == 121)
+        assert w.buffer.last(1)[1][0].tolist() == [7.0] * 4
+        del out2
+
+
+@pytest.mark.lsl
+def test_watcher_reports_a_silent_stream_as_lost_and_recovers():
+    name = unique("silent")
+    out = pylsl.StreamOutlet(stream_info(name, "DecoderStats", ["latency_ms"], 50.0))
+    with StreamWatcher(name, silence_s=0.3) as w:
+        poll_until(w, lambda: w.state == CONNECTED)
+        out.push_sample([1.0])
+        poll_until(w, lambda: w.buffer.total == 1)
+        poll_until(w, lambda: w.state == LOST, timeout=3.0)  # the outlet is alive but quiet
+        out.push_sample([2.0])
+        poll_until(w, lambda: w.state == CONNECTED, timeout=3.0)
+        assert w.buffer.last()[1][:, 0].tolist() == [1.0, 2.0]
+    del out
