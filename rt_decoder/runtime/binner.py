@@ -47,7 +47,7 @@ def sanitize_counts(x: np.ndarray, max_count: float) -> tuple[np.ndarray, dict[s
     x = np.array(x, dtype=np.float32)
     nonfinite = ~np.isfinite(x)
     neg = x < 0
-    over = x > max_count
+    over = (x > max_count) & ~nonfinite
     n_nan, n_neg, n_over = int(nonfinite.sum()), int(neg.sum()), int(over.sum())
     per_row = np.zeros(len(x), np.int64)
     if n_nan or n_neg or n_over:

@@ -34,6 +34,7 @@ from ..errors import StreamError
 from ..step_model import StepModel
 from . import lsl as L
 from .binner import Bin, CountsBinner, EventBinner
+from .priority import raise_priority
 from .session_log import SessionLog, file_sha256
 from .state_only import StateAdvancer
 
@@ -44,13 +45,13 @@ INT_FORMATS = {4: "int32", 5: "int16", 6: "int8", 7: "int64"}
 
 
 def wait_until(t: float, clock) -> None:
-    """Sleep until clock() >= t; the last 0.3 ms spin, so the wake-up is on time."""
+    """Sleep until clock() >= t. No spinning: on a loaded machine a spinning thread is preempted
+    (measured p99 ~4 ms here) while a sleeping one is woken on time (p99 ~0.2 ms)."""
     while True:
         rem = t - clock()
         if rem <= 0:
             return
-        if rem > 0.0004:
-            time.sleep(rem - 0.0003)
+        time.sleep(rem)
 
 
 def check_input(info: Any, model: StepModel) -> dict[str, Any]:
@@ -104,7 +105,7 @@ class Runtime:
                  emit: str = "asap", log_path: str | Path | None = None, threads: int = 1,
                  providers: str = "auto", resolve_timeout: float = 10.0, grace_ms: float = 3.0,
                  max_count: float = 1000.0, zeta_stream: str | None = None, status_every_s: float = 0.0,
-                 reconnect_timeout: float | None = None) -> None:
+                 reconnect_timeout: float | None = None, priority: str = "normal") -> None:
         if emit not in ("asap", "fixed"):
             raise StreamError(f"--emit must be asap or fixed, got {emit!r}")
         self.model = model if isinstance(model, StepModel) else StepModel(model, threads=threads, providers=providers)
@@ -120,6 +121,7 @@ class Runtime:
         self.max_count = max_count
         self.status_every = status_every_s
         self.reconnect_timeout = reconnect_timeout
+        self.priority = priority
         self.advancer = StateAdvancer(self.model, threads=threads)
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -233,14 +235,15 @@ class Runtime:
         lsl = L.pylsl()
         clock = lsl.local_clock
         card = self.card
+        self.priority = raise_priority(self.priority)
         try:
             self._open_input(L.resolve(self.spec, self.resolve_timeout))
         except ConnectionError as e:
             raise StreamError(str(e)) from None
         self._open_outputs()
-        log.info("model %s: %d ch -> %s, bin %g ms, providers %s, budget %g ms, emit %s; input %s",
+        log.info("model %s: %d ch -> %s, bin %g ms, providers %s, budget %g ms, emit %s, %s priority; input %s",
                  self.model.path.name, card.n_channels, ",".join(card.outputs), card.bin_s * 1000,
-                 ",".join(self.model.providers), self.budget_ms, self.emit, self.input_desc)
+                 ",".join(self.model.providers), self.budget_ms, self.emit, self.priority, self.input_desc)
         if self.log_path:
             self._session_log = SessionLog(self.log_path, {
                 "model": str(self.model.path), "model_sha256": file_sha256(self.model.path),
@@ -268,7 +271,7 @@ class Runtime:
                 try:
                     _, ts = self.inlet.pull_chunk(timeout=timeout, max_samples=len(self._buf), dest_obj=self._buf,
                                                   min_samples=1, as_numpy=True)
-                except lsl.LostError:
+                except L.LostError:
                     bins = self._reconnect(lsl)
                     if bins:
                         self._process(bins, clock, max_bins)
@@ -322,8 +325,10 @@ class Runtime:
                 self.skipped += 1
                 flags.append("skipped")
             else:
+                t_seen = clock()
                 pred = model.step(b.counts)
-                miss = clock() > deadline
+                t_ready = clock()
+                miss = t_ready > deadline
                 if self.emit == "fixed" and not miss:
                     wait_until(deadline, clock)
                 out.push_sample(pred, b.t_end)
@@ -338,7 +343,9 @@ class Runtime:
             if self.zeta_out is not None and i % self._zeta_every == 0:
                 self.zeta_out.push_sample(model.state["zeta"][0, 0].ravel(), b.t_end)
             if self._session_log is not None:
-                self._session_log.bin(i, b.t_end, b.counts, pred, None if pred is None else lat, backlog, flags, b.bad)
+                timing = None if pred is None else ((t_seen - b.t_end) * 1000.0, (t_ready - b.t_end) * 1000.0)
+                self._session_log.bin(i, b.t_end, b.counts, pred, None if pred is None else lat, backlog, flags, b.bad,
+                                      timing)
 
     # ---- report -----------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -352,7 +359,7 @@ class Runtime:
                 "misses": self.misses, "reconnects": self.reconnects, "max_backlog": self.max_backlog,
                 "latency_ms": {"p50": pct(50), "p99": pct(99), "max": float(lat.max()) if lat.size else math.nan},
                 "bad_values": bad, "budget_ms": self.budget_ms, "emit": self.emit,
-                "providers": list(self.model.providers), "input": self.input_desc}
+                "providers": list(self.model.providers), "priority": self.priority, "input": self.input_desc}
 
 
 def format_summary(s: dict[str, Any]) -> str:

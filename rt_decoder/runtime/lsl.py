@@ -35,6 +35,16 @@ def pylsl() -> Any:
     return _pylsl
 
 
+def __getattr__(name: str) -> Any:
+    """`L.LostError`: pylsl's exception for a vanished source, without importing pylsl early."""
+    if name == "LostError":
+        pylsl()
+        from pylsl.util import LostError
+
+        return LostError
+    raise AttributeError(name)
+
+
 @dataclass
 class StreamSpec:
     """How to find the input: `name`, `type=X`, `source_id=X` or `name=X` (default: any spike stream)."""
@@ -83,7 +93,7 @@ def resolve(spec: StreamSpec, timeout: float) -> Any:
     if not found:
         seen = visible_streams(0.5)
         listing = "; ".join(seen) if seen else "no LSL streams are visible"
-        raise StreamError(f"{spec}: no such LSL stream after {timeout:g} s (visible: {listing})")
+        raise StreamError(f"input {spec}: no LSL stream found after {timeout:g} s (visible: {listing})")
     return found[0]
 
 

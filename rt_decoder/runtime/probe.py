@@ -42,7 +42,7 @@ class Consumer:
         while not self._stop.is_set():
             try:
                 _, ts = self.inlet.pull_chunk(timeout=0.05, max_samples=1024, dest_obj=buf, min_samples=1, as_numpy=True)
-            except lsl.LostError:
+            except L.LostError:
                 self._lost = True
                 break
             if len(ts):
@@ -106,3 +106,36 @@ def poisson_recording(n_bins: int, n_channels: int, bin_s: float = 0.02, rate_hz
     beh = np.stack([np.sin(2 * np.pi * 0.2 * t + k) for k in range(n_outputs)], axis=1)
     return Recording(counts=counts, bin_s=bin_s, behavior=beh, behavior_names=[f"pos_{'xyzw'[k]}" for k in range(n_outputs)],
                      trial_starts=np.arange(0, n_bins, 100)).validate()
+
+
+class RuntimeThread:
+    """Run a Runtime in a background thread (tests, the demo): start() waits until it is ready."""
+
+    def __init__(self, runtime: Any, max_bins: int | None = None, duration_s: float | None = None) -> None:
+        self.runtime = runtime
+        self.summary: dict | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(max_bins, duration_s), daemon=True, name="runtime")
+
+    def _run(self, max_bins: int | None, duration_s: float | None) -> None:
+        try:
+            self.summary = self.runtime.run(max_bins=max_bins, duration_s=duration_s)
+        except BaseException as e:  # handed to the caller in join()
+            self.error = e
+            self.runtime.ready.set()
+
+    def start(self, timeout: float = 20.0) -> RuntimeThread:
+        self._thread.start()
+        if not self.runtime.ready.wait(timeout):
+            raise RuntimeError("runtime not ready in time")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def join(self, timeout: float = 10.0) -> dict:
+        """Stop the runtime and return its summary (re-raising its error, if any)."""
+        self.runtime.stop()
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.summary or {}

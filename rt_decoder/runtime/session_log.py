@@ -5,8 +5,10 @@ flush readable; a torn last line is ignored), readable with any tool, and exact:
 written as numbers and float32 predictions as the shortest decimal that round-trips.
 
     line 1      {"format": "rt-decoder-session-log", "version": 1, "model": ..., "model_sha256": ...}
-    bin lines   {"i": 0, "t_end": ..., "counts": [...], "pred": [...] | null, "lat_ms": ...,
-                 "backlog": 0, "flags": ["gap", "partial", "skipped", "miss"], "bad": 0}
+    bin lines   {"i": 0, "t_end": ..., "counts": [...], "pred": [...] | null, "backlog": 0,
+                 "seen_ms": ..., "ready_ms": ..., "lat_ms": ...,   (input seen / prediction ready /
+                                                                    pushed, ms after the bin's end)
+                 "flags": ["gap", "partial", "skipped", "miss"], "bad": 0}
     event lines {"event": "lost" | "reconnected" | "stop", "t": ..., ...}
 
 `rerun_log(model, log)` runs the logged counts (gap bins included, as the runtime did) through
@@ -60,11 +62,14 @@ class SessionLog:
         self._f.flush()
 
     def bin(self, i: int, t_end: float, counts: np.ndarray, pred: np.ndarray | None, lat_ms: float | None,
-            backlog: int, flags: list[str], bad: int = 0) -> None:
+            backlog: int, flags: list[str], bad: int = 0, timing: tuple[float, float] | None = None) -> None:
+        """timing: (input seen, prediction ready) in ms after the bin's end; lat_ms is when it was pushed."""
         rec = {"i": i, "t_end": round(float(t_end), 6), "counts": _numbers(counts),
                "pred": None if pred is None else [float(v) for v in np.asarray(pred, np.float32)],
                "lat_ms": None if lat_ms is None else round(float(lat_ms), 4), "backlog": int(backlog),
                "flags": flags, "bad": int(bad)}
+        if timing is not None:
+            rec["seen_ms"], rec["ready_ms"] = round(float(timing[0]), 4), round(float(timing[1]), 4)
         self._f.write(json.dumps(rec) + "\n")
         self._n += 1
         if self._n % self.flush_every == 0:
