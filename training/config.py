@@ -1,0 +1,192 @@
+"""Training configs as data: YAML -> a validated nested dict, every problem one ConfigError line
+naming the file and the key ("configs/x.yaml: training.lr must be a positive number, got 'fast'").
+
+DEFAULTS is the schema: every key a config may set, with its default. Unknown keys are errors
+(a typo must not silently train with the default).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rt_decoder.errors import ConfigError, where
+
+DEFAULTS: dict[str, Any] = {
+    "name": "model",
+    "data": None,                   # recording path (relative to the config file or cwd); --data overrides
+    "bin_ms": None,                 # re-bin to this width; None keeps the recording's
+    "kind": "decoder",              # decoder | generative
+    "lag_bins": 0,                  # 0: zeta including bin k predicts y_k; 1: thesis eq. 3.6
+    "split": {"val": 0.1, "test": 0.2},
+    "retention": {
+        "decays": [0.5, 0.875, 0.96875],
+        "quantizer": "levels",      # binary | levels | learned
+        "levels": 4,
+        "layout": "raster",         # raster | similarity
+        "canvas": None,             # [H, W]; None: smallest square, side a multiple of 8 (>= 16)
+    },
+    "model": {
+        "widths": [16, 32],
+        "head_hidden": 256,
+        "dropout": 0.1,
+        "likelihood": None,         # gaussian for decoders; bernoulli | poisson for generative
+    },
+    "training": {
+        "mode": "offline",          # offline (precomputed zeta, shuffled batches) | online (windows, TBPTT)
+        "batch_size": 256,
+        "lr": 0.002,
+        "weight_decay": 0.01,
+        "max_epochs": 60,
+        "patience": 10,
+        "warmup_epochs": 1,
+        "window": 128,              # online mode: bins per truncated-BPTT window
+        "streams": 32,              # online mode: parallel contiguous streams per batch
+        "seed": 0,
+        "time_limit_s": None,
+        "threads": 2,
+        "init_from": None,          # a generative checkpoint whose UNet initialises the decoder
+        "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
+    },
+    "baselines": {"enabled": True, "lag_bins": None},  # None: the model's lag_bins
+}
+
+CHOICES = {
+    "kind": ("decoder", "generative"),
+    "retention.quantizer": ("binary", "levels", "learned"),
+    "retention.layout": ("raster", "similarity"),
+    "model.likelihood": (None, "gaussian", "bernoulli", "poisson"),
+    "training.mode": ("offline", "online"),
+}
+
+
+def _merge(base: dict, over: dict, src: str, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(where(src, f"unknown key {path!r} (known: {', '.join(sorted(base))})"))
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(where(src, f"{path} must be a mapping, got {value!r}"))
+            out[key] = _merge(base[key], value, src, path + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def _get(cfg: dict, path: str) -> Any:
+    v = cfg
+    for part in path.split("."):
+        v = v[part]
+    return v
+
+
+def _num(cfg: dict, src: str, path: str, lo: float | None = None, hi: float | None = None,
+         integer: bool = False, optional: bool = False, lo_open: bool = False) -> None:
+    v = _get(cfg, path)
+    if v is None and optional:
+        return
+    kind = "an integer" if integer else "a number"
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (not integer or float(v).is_integer())
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v <= hi
+    if not ok:
+        rng = f" {'>' if lo_open else '>='} {lo}" if lo is not None else ""
+        rng += f" and <= {hi}" if hi is not None else ""
+        raise ConfigError(where(src, f"{path} must be {kind}{rng}, got {v!r}"))
+
+
+def validate(cfg: dict, src: str) -> dict:
+    """Types and ranges of every value; returns cfg (with likelihood filled in)."""
+    for path, choices in CHOICES.items():
+        if _get(cfg, path) not in choices:
+            raise ConfigError(where(src, f"{path} must be one of {', '.join(map(str, choices))}, got {_get(cfg, path)!r}"))
+    _num(cfg, src, "bin_ms", lo=0, lo_open=True, optional=True)
+    _num(cfg, src, "lag_bins", lo=0, hi=1, integer=True)
+    _num(cfg, src, "split.val", lo=0, hi=0.5, lo_open=True)
+    _num(cfg, src, "split.test", lo=0, hi=0.5, lo_open=True)
+    decays = cfg["retention"]["decays"]
+    if not isinstance(decays, list) or not decays or not all(
+            isinstance(g, (int, float)) and not isinstance(g, bool) and 0 <= g < 1 for g in decays):
+        raise ConfigError(where(src, f"retention.decays must be a non-empty list of numbers in [0, 1), got {decays!r}"))
+    _num(cfg, src, "retention.levels", lo=2, hi=256, integer=True)
+    canvas = cfg["retention"]["canvas"]
+    if canvas is not None and not (isinstance(canvas, list) and len(canvas) == 2
+                                   and all(isinstance(c, int) and c > 0 for c in canvas)):
+        raise ConfigError(where(src, f"retention.canvas must be [H, W] positive integers or null, got {canvas!r}"))
+    widths = cfg["model"]["widths"]
+    if not isinstance(widths, list) or not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ConfigError(where(src, f"model.widths must be a non-empty list of positive integers, got {widths!r}"))
+    _num(cfg, src, "model.head_hidden", lo=0, integer=True)
+    _num(cfg, src, "model.dropout", lo=0, hi=0.9)
+    t = "training."
+    _num(cfg, src, t + "batch_size", lo=1, integer=True)
+    _num(cfg, src, t + "lr", lo=0, lo_open=True)
+    _num(cfg, src, t + "weight_decay", lo=0)
+    _num(cfg, src, t + "max_epochs", lo=1, integer=True)
+    _num(cfg, src, t + "patience", lo=1, integer=True)
+    _num(cfg, src, t + "warmup_epochs", lo=0, integer=True)
+    _num(cfg, src, t + "window", lo=2, integer=True)
+    _num(cfg, src, t + "streams", lo=1, integer=True)
+    _num(cfg, src, t + "seed", lo=0, integer=True)
+    _num(cfg, src, t + "time_limit_s", lo=0, lo_open=True, optional=True)
+    _num(cfg, src, t + "threads", lo=1, integer=True)
+    _num(cfg, src, t + "input_noise", lo=0)
+    _num(cfg, src, "baselines.lag_bins", lo=0, hi=1, integer=True, optional=True)
+    for path in ("name",):
+        if not isinstance(_get(cfg, path), str) or not _get(cfg, path):
+            raise ConfigError(where(src, f"{path} must be a non-empty string, got {_get(cfg, path)!r}"))
+    for path in ("data", "training.init_from"):
+        if _get(cfg, path) is not None and not isinstance(_get(cfg, path), str):
+            raise ConfigError(where(src, f"{path} must be a file path or null, got {_get(cfg, path)!r}"))
+    like = cfg["model"]["likelihood"]
+    if cfg["kind"] == "decoder":
+        if like not in (None, "gaussian"):
+            raise ConfigError(where(src, f"model.likelihood {like!r} is for generative models; a decoder is gaussian"))
+        cfg["model"]["likelihood"] = "gaussian"
+    else:
+        if like == "gaussian":
+            raise ConfigError(where(src, "model.likelihood gaussian is for decoders; a generative model is bernoulli or poisson"))
+        cfg["model"]["likelihood"] = like or "bernoulli"
+        if cfg["lag_bins"] != 0:
+            raise ConfigError(where(src, "lag_bins must be 0 for a generative model (zeta up to bin k predicts bin k+1)"))
+    if cfg["retention"]["quantizer"] == "learned" and cfg["training"]["mode"] != "online":
+        raise ConfigError(where(src, "retention.quantizer learned needs training.mode online (its zeta must be differentiable)"))
+    return cfg
+
+
+def load_config(path: str | Path) -> dict:
+    """Read, merge over DEFAULTS, validate. Relative data paths resolve against the config's folder
+    when that file exists there, else against the working directory."""
+    path = Path(path)
+    src = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(where(src, "no such config file")) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(where(src, f"cannot read config ({type(e).__name__})")) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(where(src, f"not valid YAML{at} ({getattr(e, 'problem', None) or type(e).__name__})")) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(where(src, f"a config is a mapping of keys, got {type(raw).__name__}"))
+    cfg = validate(_merge(DEFAULTS, raw, src), src)
+    cfg["_source"] = src
+    for key in ("data", "training.init_from"):
+        parent, leaf = (cfg, key) if "." not in key else (cfg[key.split(".")[0]], key.split(".")[1])
+        value = parent[leaf]
+        if value and not Path(value).is_absolute() and (path.parent / value).exists():
+            parent[leaf] = str(path.parent / value)
+    return cfg

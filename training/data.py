@@ -1,0 +1,111 @@
+"""From a recording to training tensors: split, layout, quantize, zeta (numpy), targets.
+
+Offline mode (thesis algorithm 2) precomputes zeta over the whole recording with the numpy
+functions in rt_decoder.retention (float32, bit-for-bit the step graph's recurrence), so
+training and the exported graph see the same features. Online mode keeps raw counts and lets
+training/retention.py build zeta with gradients (learned quantizer, thesis algorithm 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rt_decoder.errors import DataError, where
+from rt_decoder.layout import default_canvas, raster_layout, similarity_layout
+from rt_decoder.recording import Recording, split_bounds
+from rt_decoder.retention import quantize, retention_parallel_f32, shift_for_lag
+
+MIN_BINS = {"train": 200, "val": 20, "test": 20}
+
+
+def load_recording(path: str | Path, bin_ms: float | None = None) -> Recording:
+    """Any supported format via rt_decoder.loaders; the canonical .npz when loaders are absent."""
+    try:
+        from rt_decoder.loaders import load_recording as load
+    except ImportError:
+        from rt_decoder.recording import load_npz
+
+        return load_npz(path, None if bin_ms is None else bin_ms / 1000.0)
+    return load(path, bin_ms)
+
+
+@dataclass
+class Prepared:
+    """Everything training and export need, derived once from the recording and the config."""
+
+    rec: Recording
+    split: dict[str, tuple[int, int]]
+    canvas: tuple[int, int]
+    pixels: np.ndarray          # (D,) flat pixel per channel
+    decays: list[float]
+    q: np.ndarray | None        # (T, D) float32 quantized counts (fixed quantizers)
+    feats: np.ndarray | None    # (T, S, D) float32 zeta per channel, already shifted for lag
+    target: np.ndarray          # (T, K) float32 normalized behaviour (NaN kept) or (T, D) next-bin counts
+    valid: np.ndarray           # (T,) rows usable for training/validation
+    out_mean: np.ndarray
+    out_std: np.ndarray
+    nan_rows: int               # behaviour rows with NaN, excluded from the loss and counted
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.target.shape[1])
+
+
+def check_lengths(rec: Recording, split: dict[str, tuple[int, int]]) -> None:
+    for name, (a, b) in split.items():
+        if b - a < MIN_BINS[name]:
+            need = max(int(np.ceil(MIN_BINS[k] / f)) for k, f in (("train", 0.7), ("val", 0.1), ("test", 0.2)))
+            raise DataError(where(rec.source, f"{rec.n_bins} bins are too few to train: the {name} block has {b - a} "
+                                              f"bins, needs >= {MIN_BINS[name]} (about {need} bins in all)"))
+
+
+def prepare(rec: Recording, cfg: dict) -> Prepared:
+    """Split, lay out, quantize, precompute zeta, normalize targets (train-block statistics)."""
+    rec.validate()
+    kind = cfg["kind"]
+    if kind == "decoder" and rec.behavior is None:
+        raise DataError(where(rec.source, "has no behaviour to decode (a decoder config needs 'behavior')"))
+    T, D = rec.counts.shape
+    split = split_bounds(T, cfg["split"]["val"], cfg["split"]["test"])
+    check_lengths(rec, split)
+    rcfg = cfg["retention"]
+    canvas = tuple(rcfg["canvas"]) if rcfg["canvas"] else default_canvas(D)
+    if canvas[0] * canvas[1] < D:
+        raise DataError(where(rec.source, f"{D} channels do not fit the configured canvas {canvas[0]}x{canvas[1]}"))
+    t1 = split["train"][1]
+    if rcfg["layout"] == "similarity":
+        pixels = similarity_layout(rec.counts[:t1], canvas)
+    else:
+        pixels = raster_layout(D, canvas)
+    decays = [float(g) for g in rcfg["decays"]]
+    q = feats = None
+    if rcfg["quantizer"] != "learned":
+        q = quantize(rec.counts, rcfg["levels"], rcfg["quantizer"]).astype(np.float32)
+        z = retention_parallel_f32(q, decays)                         # (T, S, D)
+        feats = shift_for_lag(z, cfg["lag_bins"]) if kind == "decoder" else z
+    valid = np.ones(T, bool)
+    nan_rows = 0
+    if kind == "decoder":
+        y = rec.behavior.astype(np.float64)
+        finite = np.isfinite(y)
+        nan_rows = int((~finite.all(axis=1)).sum())
+        valid = finite.any(axis=1)
+        ytr = y[:t1][valid[:t1]]
+        if ytr.shape[0] == 0:
+            raise DataError(where(rec.source, "every behaviour row in the training block is NaN"))
+        mean = np.nanmean(ytr, axis=0)
+        std = np.nanstd(ytr, axis=0)
+        std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        target = ((y - mean) / std).astype(np.float32)
+    else:
+        mean = np.zeros(D)
+        std = np.ones(D)
+        target = np.zeros_like(rec.counts, dtype=np.float32)
+        target[:-1] = rec.counts[1:]                                   # zeta up to bin k -> spikes of bin k+1
+        valid[-1] = False
+    return Prepared(rec=rec, split=split, canvas=canvas, pixels=np.asarray(pixels, np.int64), decays=decays,
+                    q=q, feats=feats, target=target, valid=valid, out_mean=mean, out_std=std, nan_rows=nan_rows)

@@ -1,0 +1,71 @@
+"""Export: the trained network -> ONNX (torch.onnx.export, opset 17), composed behind the
+retention front-end by rt_decoder.step_graph.build_retention_model, with its model card.
+
+Only the network is traced (zeta image -> normalized outputs or per-pixel logits); quantize,
+scatter, retention and de-normalization are built once in rt_decoder, so the graph the runtime
+runs is the graph evaluation scores.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from rt_decoder.model_card import ModelCard, StateSpec
+from rt_decoder.step_graph import OPSET, build_retention_model, save
+
+from .data import Prepared
+from .train import Model
+
+
+def network_onnx(model: Model) -> onnx.ModelProto:
+    """Trace the network alone: input `zeta_image` [1, S, H, W], one output."""
+    net = model.net.eval()
+    S, (H, W) = net.cfg.in_channels, net.cfg.canvas
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the TorchScript exporter's deprecation notice
+        torch.onnx.export(net, (torch.zeros(1, S, H, W),), buf, opset_version=OPSET, dynamo=False,
+                          input_names=["zeta_image"], output_names=["logits_or_outputs"], do_constant_folding=True)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def make_card(prep: Prepared, cfg: dict, metrics: dict | None = None, extra: dict | None = None) -> ModelCard:
+    rec = prep.rec
+    r = cfg["retention"]
+    H, W = prep.canvas
+    generative = cfg["kind"] == "generative"
+    outputs = list(rec.channel_names) if generative else list(rec.behavior_names)
+    units = (["probability" if cfg["model"]["likelihood"] == "bernoulli" else "count/bin"] * len(outputs)
+             if generative else list(rec.extra.get("behavior_units", [""] * len(outputs))))
+    if len(units) != len(outputs):
+        units = [""] * len(outputs)
+    return ModelCard(
+        kind=cfg["kind"], model_type="retention_unet", bin_s=float(rec.bin_s),
+        channel_names=list(rec.channel_names), outputs=outputs, units=[str(u) for u in units],
+        states=[StateSpec("zeta", [1, len(prep.decays), H, W])], lag_bins=int(cfg["lag_bins"]),
+        decays=list(prep.decays), levels=int(r["levels"]), quantizer=r["quantizer"], canvas=[H, W],
+        layout={"kind": r["layout"], "pixels": [int(p) for p in prep.pixels]},
+        likelihood=cfg["model"]["likelihood"], data_sha256=rec.fingerprint(), metrics=metrics or {},
+        extra={"config": cfg.get("name", ""), "split": {k: list(v) for k, v in prep.split.items()}, **(extra or {})},
+    )
+
+
+def export_step_graph(model: Model, prep: Prepared, cfg: dict, path: str | Path,
+                      metrics: dict | None = None, extra: dict | None = None) -> onnx.ModelProto:
+    """Write the full step graph (front-end + network + de-normalization) and return it."""
+    card = make_card(prep, cfg, metrics, extra)
+    learned = None
+    if model.quant is not None:
+        learned = (model.quant.w.detach().numpy().astype(np.float32), model.quant.b.detach().numpy().astype(np.float32))
+    graph = build_retention_model(card, network=network_onnx(model), out_mean=prep.out_mean,
+                                  out_std=prep.out_std, learned=learned)
+    onnx.checker.check_model(graph)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save(graph, path)
+    return graph

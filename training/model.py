@@ -1,0 +1,124 @@
+"""The network: a small UNet over the zeta image, with a decoder head or a generative head.
+
+Read top to bottom: NetConfig (data), UNet (features at full resolution), DecoderHead (FC ->
+K normalized kinematics, Gaussian likelihood = MSE, thesis eq. 3.7-3.8), GenerativeHead (one
+logit per pixel for the next bin's spikes, Bernoulli or Poisson), and Net, which is exactly the
+graph exported to ONNX: zeta image [B, S, H, W] -> [B, K] or [B, 1, H, W].
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class NetConfig:
+    in_channels: int                     # S, one image channel per decay
+    canvas: tuple[int, int]              # (H, W)
+    kind: str = "decoder"                # decoder | generative
+    n_outputs: int = 0                   # K (decoder)
+    widths: list[int] = field(default_factory=lambda: [16, 32])  # channels per UNet level
+    head_hidden: int = 256               # decoder FC width (0: linear readout of the features)
+    dropout: float = 0.1
+    likelihood: str = "gaussian"         # gaussian (decoder) | bernoulli | poisson (generative)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["canvas"] = list(self.canvas)
+        return d
+
+
+class UNet(nn.Module):
+    """Stem conv at full resolution, then one stride-2 conv per level down and a 2x2 transposed
+    conv per level up with additive skips. Downsampling early keeps a 64x64 step in ~1 ms."""
+
+    def __init__(self, in_channels: int, widths: list[int]):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
+        self.mid = nn.Conv2d(widths[-1], widths[-1], 3, padding=1) if len(widths) > 1 else nn.Identity()
+        self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, stride=2) for a, b in zip(widths, widths[1:]))
+        self.out_channels = widths[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.stem(x))
+        skips = []
+        for conv in self.down:
+            skips.append(h)
+            h = F.relu(conv(h))
+        h = F.relu(self.mid(h)) if len(self.down) else h
+        for up, skip in zip(reversed(self.up), reversed(skips)):
+            h = F.relu(up(h) + skip)
+        return h
+
+
+class DecoderHead(nn.Module):
+    """FC layers on the UNet's features and on the zeta image itself (a linear path that keeps
+    the network at least as good as a ridge readout of zeta) -> K normalized outputs."""
+
+    def __init__(self, cfg: NetConfig, feat_channels: int):
+        super().__init__()
+        H, W = cfg.canvas
+        n_in = (feat_channels + cfg.in_channels) * H * W
+        self.drop = nn.Dropout(cfg.dropout)
+        if cfg.head_hidden > 0:
+            self.fc = nn.Sequential(nn.Linear(n_in, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
+                                    nn.Linear(cfg.head_hidden, cfg.n_outputs))
+        else:
+            self.fc = nn.Linear(n_in, cfg.n_outputs)
+
+    def forward(self, feats: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([feats, zeta], dim=1).flatten(1)
+        return self.fc(self.drop(x))
+
+
+class GenerativeHead(nn.Module):
+    """1x1 conv -> one logit per pixel, plus a learned per-pixel bias (each neuron's base rate)."""
+
+    def __init__(self, cfg: NetConfig, feat_channels: int):
+        super().__init__()
+        self.proj = nn.Conv2d(feat_channels + cfg.in_channels, 1, 1)
+        self.bias = nn.Parameter(torch.zeros(1, 1, *cfg.canvas))
+
+    def forward(self, feats: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([feats, zeta], dim=1)) + self.bias
+
+
+class Net(nn.Module):
+    """zeta image [B, S, H, W] -> decoder outputs [B, K] or generative logits [B, 1, H, W]."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        levels = len(cfg.widths) - 1
+        H, W = cfg.canvas
+        if H % (2**levels) or W % (2**levels):
+            raise ValueError(f"canvas {H}x{W} is not divisible by 2^{levels} for a {levels + 1}-level UNet")
+        self.unet = UNet(cfg.in_channels, list(cfg.widths))
+        if cfg.kind == "decoder":
+            self.head = DecoderHead(cfg, self.unet.out_channels)
+        elif cfg.kind == "generative":
+            self.head = GenerativeHead(cfg, self.unet.out_channels)
+        else:
+            raise ValueError(f"kind must be decoder or generative, got {cfg.kind!r}")
+
+    def forward(self, zeta: torch.Tensor) -> torch.Tensor:
+        return self.head(self.unet(zeta), zeta)
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean loss over valid entries. Decoder: MSE, mask (B, K) excludes NaN behaviour.
+        Generative: BCE or Poisson NLL at occupied pixels, mask (H*W,) marks them."""
+        if self.cfg.kind == "decoder":
+            err = torch.where(mask, out - torch.nan_to_num(target), torch.zeros((), dtype=out.dtype))
+            return (err**2).sum() / mask.sum().clamp(min=1)
+        logits = out.flatten(1)[:, mask]
+        if self.cfg.likelihood == "poisson":
+            return F.poisson_nll_loss(logits, target, log_input=True, full=False)
+        return F.binary_cross_entropy_with_logits(logits, (target > 0).to(logits.dtype))
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,88 @@
+"""`rt-decoder train` end to end: load -> prepare -> fit -> export -> baselines -> evaluate ->
+DIR/model.onnx, DIR/metrics.json, DIR/wiener.onnx, DIR/kalman.onnx, DIR/checkpoint.pt.
+
+Every figure in metrics.json comes from running an exported step graph bin by bin (StepModel),
+so it is what a streaming user will see.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import onnx
+
+from rt_decoder.errors import ConfigError, where
+from rt_decoder.model_card import CARD_KEY, ModelCard, attach
+from rt_decoder.recording import Recording
+
+from .data import load_recording, prepare
+from .export import export_step_graph
+from .train import fit
+
+
+def evaluate(path: str | Path, rec: Recording, split: dict) -> dict:
+    """Test-block figures of a step graph, run bin by bin through StepModel (reset at the block start)."""
+    from rt_decoder.evaluation import evaluate_decoder
+
+    return evaluate_decoder(path, rec, "test", split_bounds=split, progress=True)["model"]
+
+
+def set_card_metrics(path: Path, metrics: dict) -> None:
+    m = onnx.load(str(path))
+    props = {p.key: p.value for p in m.metadata_props}
+    card = ModelCard.from_json(props[CARD_KEY], str(path))
+    card.metrics = metrics
+    attach(m, card)
+    onnx.save(m, str(path))
+
+
+def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float | None = None,
+                 resume: bool = False, baselines: bool | None = None, log=print) -> dict:
+    """Train, export and evaluate; returns the metrics written to DIR/metrics.json."""
+    src = cfg.get("_source", "<config>")
+    path = data or cfg["data"]
+    if not path:
+        raise ConfigError(where(src, "no data: set 'data' in the config or pass --data FILE"))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rec = load_recording(path, cfg["bin_ms"])
+    prep = prepare(rec, cfg)
+    if prep.nan_rows:
+        log(f"{rec.source}: {prep.nan_rows} behaviour rows contain NaN; they are excluded from the loss and the metrics")
+    log(f"{rec.source}: {rec.n_bins} bins x {rec.n_channels} channels at {rec.bin_s * 1000:g} ms; "
+        f"canvas {prep.canvas[0]}x{prep.canvas[1]}, decays {prep.decays}, lag_bins {cfg['lag_bins']}, split {prep.split}")
+    res = fit(prep, cfg, out / "checkpoint.pt", resume=resume, time_limit=time_limit, log=log)
+    log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.stopped}); best validation loss {res.best_val:.4f}; "
+        f"{res.model.net.n_params()} parameters")
+    model_path = out / "model.onnx"
+    extra = {"epochs": res.epochs, "stopped": res.stopped, "best_val_loss": res.best_val, "nan_rows": prep.nan_rows}
+    export_step_graph(res.model, prep, cfg, model_path, extra=extra)
+    model_metrics = evaluate(model_path, rec, prep.split)
+    set_card_metrics(model_path, model_metrics)
+    metrics: dict = {
+        "kind": cfg["kind"],
+        "outputs": list(rec.behavior_names) if cfg["kind"] == "decoder" else list(rec.channel_names),
+        "bin_s": float(rec.bin_s), "lag_bins": int(cfg["lag_bins"]),
+        "split": {k: [int(a), int(b)] for k, (a, b) in prep.split.items()},
+        "model": model_metrics, "baselines": {},
+        "train_seconds": round(res.seconds, 1), "data_sha256": rec.fingerprint(),
+        "config": cfg["name"], "data": str(path), "epochs": res.epochs, "stopped": res.stopped,
+        "nan_rows_excluded": prep.nan_rows,
+    }
+    do_base = cfg["baselines"]["enabled"] if baselines is None else baselines
+    if do_base and cfg["kind"] == "decoder":
+        from rt_decoder.baselines import fit_baselines
+
+        lag = cfg["baselines"]["lag_bins"]
+        lag = cfg["lag_bins"] if lag is None else lag
+        t0 = time.perf_counter()
+        for name, m in fit_baselines(rec, prep.split, lag_bins=lag).items():
+            p = out / f"{name}.onnx"
+            onnx.save(m, str(p))
+            metrics["baselines"][name] = evaluate(p, rec, prep.split)
+            metrics["baselines"][name]["lag_bins"] = lag
+        log(f"baselines fitted and evaluated in {time.perf_counter() - t0:.1f} s")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,280 @@
+"""The training loop: AdamW, warm-up + cosine schedule, early stopping on the validation block,
+seeds, a time limit, resumable checkpoints (plain state dicts, read with weights_only=True).
+
+Two modes (DESIGN §1):
+  offline  precomputed zeta, shuffled mini-batches of bins (thesis algorithm 2);
+  online   contiguous streams cut into windows, zeta built in torch from counts and carried
+           across windows (truncated BPTT), so the learned quantizer gets gradients (algorithm 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rt_decoder.errors import ConfigError, DataError, where
+
+from .data import Prepared
+from .model import Net, NetConfig
+from .retention import LearnedQuantizer, quantize, retention_parallel
+
+
+def to_image(z: torch.Tensor, pixels: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
+    """Per-channel zeta (B, S, D) -> canvas image (B, S, H, W), zeros on empty pixels."""
+    B, S, _ = z.shape
+    flat = z.new_zeros(B, S, canvas[0] * canvas[1])
+    flat[:, :, pixels] = z
+    return flat.view(B, S, *canvas)
+
+
+class Model(torch.nn.Module):
+    """What is trained and exported: an optional learned quantizer and the network."""
+
+    def __init__(self, net_cfg: NetConfig, n_channels: int, learned_levels: int | None):
+        super().__init__()
+        self.net = Net(net_cfg)
+        self.quant = LearnedQuantizer(n_channels, learned_levels) if learned_levels else None
+
+
+@dataclass
+class FitResult:
+    model: Model
+    best_val: float
+    epochs: int
+    seconds: float
+    stopped: str             # "early stopping", "max epochs", "time limit"
+    history: list[dict]
+
+
+def net_config(prep: Prepared, cfg: dict) -> NetConfig:
+    m = cfg["model"]
+    return NetConfig(in_channels=len(prep.decays), canvas=tuple(prep.canvas), kind=cfg["kind"],
+                     n_outputs=prep.n_outputs if cfg["kind"] == "decoder" else 0, widths=list(m["widths"]),
+                     head_hidden=m["head_hidden"], dropout=m["dropout"], likelihood=m["likelihood"])
+
+
+def build_model(prep: Prepared, cfg: dict) -> Model:
+    r = cfg["retention"]
+    try:
+        return Model(net_config(prep, cfg), prep.rec.n_channels, r["levels"] if r["quantizer"] == "learned" else None)
+    except ValueError as e:
+        raise ConfigError(where(cfg.get("_source", "<config>"), f"model: {e}")) from None
+
+
+def transfer_unet(model: Model, path: str) -> int:
+    """Initialise the UNet from a trained generative checkpoint (the thesis's transfer)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(where(path, "training.init_from: no such checkpoint")) from None
+    except Exception as e:
+        raise ConfigError(where(path, f"training.init_from: not a readable checkpoint ({type(e).__name__})")) from None
+    src = ck.get("best_model", ck.get("model", {}))
+    own = model.state_dict()
+    take = {k: v for k, v in src.items() if k.startswith("net.unet.") and k in own and own[k].shape == v.shape}
+    if not take:
+        raise ConfigError(where(path, "training.init_from: no UNet weights of matching shape (same canvas, decays, widths?)"))
+    own.update(take)
+    model.load_state_dict(own)
+    return len(take)
+
+
+class Batches:
+    """Yields (zeta image, target, mask) mini-batches for one epoch, in either mode."""
+
+    def __init__(self, prep: Prepared, cfg: dict, model: Model, gen: torch.Generator):
+        self.prep, self.cfg, self.model, self.gen = prep, cfg, model, gen
+        t = cfg["training"]
+        self.pixels = torch.as_tensor(prep.pixels)
+        self.occupied = torch.zeros(prep.canvas[0] * prep.canvas[1], dtype=torch.bool)
+        self.occupied[self.pixels] = True
+        self.target = torch.as_tensor(prep.target)
+        self.decoder = cfg["kind"] == "decoder"
+        a, b = prep.split["train"]
+        self.train_rows = torch.as_tensor(np.flatnonzero(prep.valid[a:b]) + a)
+        self.batch_size = t["batch_size"]
+        self.online = t["mode"] == "online"
+        self.counts = torch.as_tensor(prep.rec.counts, dtype=torch.float32)
+        if not self.online:
+            self.feats = torch.as_tensor(prep.feats)
+        else:
+            n = t["streams"]
+            edges = np.linspace(a, b, n + 1).astype(int)
+            self.streams = [(int(s), int(e)) for s, e in zip(edges[:-1], edges[1:]) if e - s > 1]
+            self.window = t["window"]
+
+    def mask(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.isfinite(y) if self.decoder else self.occupied
+
+    def image(self, z: torch.Tensor) -> torch.Tensor:
+        return to_image(z, self.pixels, self.prep.canvas)
+
+    def __len__(self) -> int:
+        if not self.online:
+            return math.ceil(len(self.train_rows) / self.batch_size)
+        return math.ceil(max(e - s for s, e in self.streams) / self.window)
+
+    def q(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.cfg["retention"]
+        return self.model.quant(x) if self.model.quant is not None else quantize(x, r["quantizer"], r["levels"])
+
+    def __iter__(self):
+        if not self.online:
+            order = self.train_rows[torch.randperm(len(self.train_rows), generator=self.gen)]
+            for i in range(0, len(order), self.batch_size):
+                rows = order[i:i + self.batch_size]
+                y = self.target[rows]
+                yield self.image(self.feats[rows]), y, self.mask(y)
+            return
+        # online: every stream starts at a random offset so windows differ between epochs
+        lag = self.cfg["lag_bins"] if self.decoder else 0
+        L = min(e - s for s, e in self.streams)
+        shift = int(torch.randint(0, max(1, self.window), (1,), generator=self.gen))
+        starts = [s + min(shift, e - s - 1) for s, e in self.streams]
+        L = min(e - st for (s, e), st in zip(self.streams, starts))
+        zeta = None
+        for off in range(0, L, self.window):
+            n = min(self.window, L - off)
+            idx = torch.stack([torch.arange(st + off, st + off + n) for st in starts], dim=1)   # (n, B)
+            qw = self.q(self.counts[idx])                                                      # (n, B, D)
+            z = retention_parallel(qw, self.prep.decays, zeta)                                 # (n, B, S, D)
+            prev = zeta if zeta is not None else torch.zeros_like(z[0])
+            feats = torch.cat([prev[None], z[:-1]]) if lag == 1 else z
+            zeta = z[-1].detach()
+            keep = torch.as_tensor(self.prep.valid)[idx].flatten()
+            f = feats.flatten(0, 1)[keep]
+            y = self.target[idx].flatten(0, 1)[keep]
+            if len(y):
+                yield self.image(f), y, self.mask(y)
+
+    @torch.no_grad()
+    def all_feats(self) -> torch.Tensor:
+        """Zeta over the whole recording, shifted for lag (validation in online mode)."""
+        if not self.online:
+            return self.feats
+        zs, zeta = [], None
+        for off in range(0, self.counts.shape[0], 1024):
+            z = retention_parallel(self.q(self.counts[off:off + 1024, None]), self.prep.decays, zeta)
+            zeta = z[-1]
+            zs.append(z[:, 0])
+        z = torch.cat(zs)
+        if self.decoder and self.cfg["lag_bins"] == 1:
+            z = torch.cat([torch.zeros_like(z[:1]), z[:-1]])
+        return z
+
+    @torch.no_grad()
+    def val_loss(self, block: str = "val") -> float:
+        a, b = self.prep.split[block]
+        feats = self.all_feats()
+        rows = torch.as_tensor(np.flatnonzero(self.prep.valid[a:b]) + a)
+        total, n = 0.0, 0
+        for i in range(0, len(rows), 1024):
+            r = rows[i:i + 1024]
+            y = self.target[r]
+            out = self.model.net(self.image(feats[r]))
+            total += float(self.model.net.loss(out, y, self.mask(y))) * len(r)
+            n += len(r)
+        return total / max(n, 1)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
+        time_limit: float | None = None, log=print) -> FitResult:
+    """Train with early stopping; the best-validation weights are returned and checkpointed."""
+    t = cfg["training"]
+    torch.set_num_threads(t["threads"])
+    torch.manual_seed(t["seed"])
+    gen = torch.Generator().manual_seed(t["seed"])
+    model = build_model(prep, cfg)
+    if t["init_from"] and not resume:
+        n = transfer_unet(model, t["init_from"])
+        log(f"initialised {n} UNet tensors from {t['init_from']}")
+    batches = Batches(prep, cfg, model, gen)
+    if len(batches) == 0:
+        raise DataError(where(prep.rec.source, "no valid training rows (all behaviour NaN?)"))
+    opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    steps_per_epoch = len(batches)
+    total = t["max_epochs"] * steps_per_epoch
+    warm = max(1, t["warmup_epochs"] * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    epoch, best_val, bad, elapsed, history = 0, float("inf"), 0, 0.0, []
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck.get("config_json") != json.dumps(_model_keys(cfg), sort_keys=True):
+            raise ConfigError(where(ckpt_path, "--resume: the checkpoint was trained with a different model/retention config"))
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        gen.set_state(ck["gen"])
+        torch.set_rng_state(ck["torch_rng"])
+        epoch, best_val, bad, elapsed = ck["epoch"], ck["best_val"], ck["bad_epochs"], ck["elapsed"]
+        best_state, history = ck["best_model"], json.loads(ck["history_json"])
+        log(f"resumed from {ckpt_path} at epoch {epoch} (best val {best_val:.4f})")
+    limit = time_limit if time_limit is not None else t["time_limit_s"]
+    t0 = time.perf_counter() - elapsed
+    stopped = "max epochs"
+    bar = tqdm(total=t["max_epochs"], initial=epoch, desc=f"train {cfg['name']}", unit="epoch", file=sys.stderr)
+    noise = t["input_noise"]
+    while epoch < t["max_epochs"] and stopped == "max epochs":
+        model.train()
+        run_loss, n = 0.0, 0
+        for x, y, m in batches:
+            if noise:
+                x = x + noise * torch.randn_like(x)
+            loss = model.net.loss(model.net(x), y, m)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            run_loss += float(loss.detach())
+            n += 1
+            if limit is not None and time.perf_counter() - t0 > limit:
+                stopped = "time limit"
+                break
+        model.eval()
+        val = batches.val_loss()
+        epoch += 1
+        history.append({"epoch": epoch, "train": run_loss / max(n, 1), "val": val})
+        if val < best_val - 1e-5:
+            best_val, bad = val, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= t["patience"] and stopped == "max epochs":
+                stopped = "early stopping"
+        bar.update(1)
+        bar.set_postfix(train=f"{run_loss / max(n, 1):.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}")
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "best_model": best_state, "opt": opt.state_dict(),
+            "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "epoch": epoch, "best_val": best_val, "bad_epochs": bad,
+            "elapsed": time.perf_counter() - t0, "history_json": json.dumps(history),
+            "config_json": json.dumps(_model_keys(cfg), sort_keys=True),
+            "net_config_json": json.dumps(model.net.cfg.to_dict()),
+        })
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(model=model, best_val=best_val, epochs=epoch, seconds=time.perf_counter() - t0,
+                     stopped=stopped, history=history)
+
+
+def _model_keys(cfg: dict) -> dict:
+    """The parts of a config a checkpoint's weights depend on (resume must match them)."""
+    return {"kind": cfg["kind"], "lag_bins": cfg["lag_bins"], "retention": cfg["retention"], "model": cfg["model"]}
