@@ -38,17 +38,19 @@ class Consumer:
     def _run(self) -> None:
         lsl = L.pylsl()
         n = self.info.channel_count()
-        buf = np.empty((1024, n), dtype=np.dtype(getattr(self.inlet, "np_dtype", None) or np.float32))
+        strings = self.info.channel_format() == 3
+        buf = None if strings else np.empty((1024, n), dtype=np.dtype(getattr(self.inlet, "np_dtype", None) or np.float32))
         while not self._stop.is_set():
             try:
-                _, ts = self.inlet.pull_chunk(timeout=0.05, max_samples=1024, dest_obj=buf, min_samples=1, as_numpy=True)
+                x, ts = self.inlet.pull_chunk(timeout=0.05, max_samples=1024, dest_obj=buf, min_samples=1,
+                                              as_numpy=not strings)
             except L.LostError:
                 self._lost = True
                 break
             if len(ts):
                 now = lsl.local_clock()
-                self.samples.extend(buf[: len(ts)].copy())
-                self.stamps.extend(ts.tolist())
+                self.samples.extend(x if strings else buf[: len(ts)].copy())
+                self.stamps.extend(list(ts))
                 self.received.extend([now] * len(ts))
 
     def wait_for(self, n: int, timeout: float) -> bool:
@@ -65,7 +67,7 @@ class Consumer:
 
     def data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(samples (n, C), timestamps (n,), latency_s (n,) = receipt - timestamp)."""
-        x = np.array(self.samples) if self.samples else np.zeros((0, self.info.channel_count()))
+        x = np.array(self.samples) if self.samples else np.zeros((0, self.info.channel_count()))  # str for markers
         ts = np.array(self.stamps, np.float64)
         return x, ts, np.array(self.received, np.float64) - ts
 
