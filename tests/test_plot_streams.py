@@ -12,7 +12,8 @@ import pytest
 
 from rt_decoder.plot.outputs import pick_position_columns
 from rt_decoder.plot.ringbuffer import RingBuffer
-from rt_decoder.plot.streams import CONNECTED, LOST, WAITING, StreamWatcher
+from rt_decoder.plot.stats import StatsCounter, latency_values
+from rt_decoder.plot.streams import CONNECTED, LOST, WAITING, StreamMeta, StreamWatcher
 from rt_decoder.plot.synthetic import KIN_LABELS, KIN_UNITS, stream_info
 
 
@@ -121,3 +122,23 @@ def test_watcher_reports_a_silent_stream_as_lost_and_recovers():
         poll_until(w, lambda: w.state == CONNECTED, timeout=3.0)
         assert w.buffer.last()[1][:, 0].tolist() == [1.0, 2.0]
     del out
+
+
+def _meta(labels: list[str], desc: dict[str, str] | None = None) -> StreamMeta:
+    return StreamMeta(name="s", type="DecoderStats", channel_count=len(labels), nominal_srate=50.0, source_id="",
+                      uid="u", hostname="h", labels=labels, units=[""] * len(labels), desc=desc or {})
+
+
+def test_stats_counter_sums_flags_or_takes_running_totals():
+    labels = ["latency_ms", "gap_bins", "deadline_miss", "skipped"]
+    flags = np.array([[1.0, 0, 1, 0], [np.nan, 2, 0, 1], [2.0, 0, 1, 0]], dtype=np.float32)
+    c = StatsCounter()
+    c.update(_meta(labels), flags)
+    c.update(_meta(labels), flags[:1])
+    assert c.as_dict() == {"bins": 4, "deadline_miss": 3, "skipped": 1, "gap_bins": 2}
+    totals = np.array([[1.0, 0, 4, 0], [np.nan, 2, 4, 1], [2.0, 2, 5, 1]], dtype=np.float32)
+    c = StatsCounter()
+    c.update(_meta(labels, {"totals": "deadline_miss,skipped,gap_bins"}), totals)  # as `rt-decoder run` sends
+    assert c.as_dict() == {"bins": 3, "deadline_miss": 5, "skipped": 1, "gap_bins": 2}
+    np.testing.assert_array_equal(latency_values(_meta(labels), flags), [1.0, 2.0])
+    assert latency_values(_meta(["bin_index"]), flags[:, :1]) is None

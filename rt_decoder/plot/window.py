@@ -27,6 +27,7 @@ import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from .outputs import pick_position_columns
+from .stats import StatsCounter, latency_values
 from .streams import CONNECTED, LOST, WAITING, StreamWatcher
 
 PRED_PEN = pg.mkPen((255, 140, 0), width=2)
@@ -126,7 +127,7 @@ class PlotWindow(QtWidgets.QWidget):
                 self.watchers[role] = w
         self.now = pylsl.local_clock()  # the LSL time the last frame was drawn at
         self.frames = 0  # redraws done by tick()
-        self.totals = {"bins": 0, "deadline_miss": 0, "skipped": 0, "gap_bins": 0}
+        self.counter = StatsCounter()
         self._last_slow = 0.0
         self._started_at = time.perf_counter()
         self._build()
@@ -398,30 +399,25 @@ class PlotWindow(QtWidgets.QWidget):
                 self.cursor_plot.setLabel("left", w.meta.labels[b])
 
     # ---- latency -----------------------------------------------------------------------------
-    def _stats_col(self, label: str) -> int | None:
-        w = self.watchers["stats"]
-        return None if w.meta is None else w.meta.column(label)
+    @property
+    def totals(self) -> dict[str, int]:
+        """Bins, deadline misses, skipped predictions and gap bins counted from the stats stream."""
+        return self.counter.as_dict()
 
     def _count_stats(self, w: StreamWatcher, n: int) -> None:
-        _, x = w.buffer.last(n)
-        self.totals["bins"] += n
-        for key in ("deadline_miss", "skipped", "gap_bins"):
-            c = self._stats_col(key)
-            if c is not None:
-                v = x[:, c]
-                self.totals[key] += int(np.nansum(v[np.isfinite(v)]))
+        self.counter.update(w.meta, w.buffer.last(n)[1])
+
+    def _latencies(self) -> np.ndarray | None:
+        w = self.watchers.get("stats")
+        if w is None or w.buffer is None:
+            return None
+        return latency_values(w.meta, w.buffer.last()[1])
 
     def latency_summary(self) -> dict[str, float]:
         """p50/p99 (ms) over the held stats samples and the running counts."""
         out: dict[str, float] = {"p50": float("nan"), "p99": float("nan"), "n": 0, **self.totals}
-        w = self.watchers.get("stats")
-        c = None if w is None else self._stats_col("latency_ms")
-        if w is None or w.buffer is None or c is None:
-            return out
-        _, x = w.buffer.last()
-        lat = x[:, c]
-        lat = lat[np.isfinite(lat)]
-        if len(lat):
+        lat = self._latencies()
+        if lat is not None and len(lat):
             out["p50"], out["p99"] = (float(v) for v in np.percentile(lat, [50, 99]))
             out["n"] = len(lat)
         return out
@@ -435,9 +431,7 @@ class PlotWindow(QtWidgets.QWidget):
             if w.meta is not None and w.meta.column("latency_ms") is None:
                 self.hist_plot.setTitle(f"latency: {w.name} has no latency_ms channel")
             return
-        _, x = w.buffer.last()
-        lat = x[:, self._stats_col("latency_ms")]
-        lat = lat[np.isfinite(lat)]
+        lat = self._latencies()
         top = max(float(np.percentile(lat, 99.9)) * 1.1, 1e-3)
         counts, edges = np.histogram(np.clip(lat, 0, top), bins=40, range=(0, top))
         self.hist_curve.setData(edges, counts)
