@@ -34,6 +34,7 @@ from .step_graph import build_affine_state_model
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-4, 2, 13))
 MIN_ROWS = 20
+EIGH_MAX_FEATURES = 2500
 
 
 def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:
@@ -159,17 +160,33 @@ def fit_wiener_params(train: Recording, val: Recording, lag_bins: int = 0, taps:
     sd = Xtr.std(axis=0)
     sd = np.where(sd > 1e-9, sd, 1.0)
     xm = Xtr.mean(axis=0)          # ~0, but exact centering keeps the intercept honest
-    Z = (Xtr - xm) / sd
+    Z = Xtr
+    Z -= xm                        # in place: the design can be large (T x taps*D)
+    Z /= sd
     y_mean = ytr.mean(axis=0)
-    n = Z.shape[0]
+    n, n_feat = Z.shape
     G = Z.T @ Z / n
-    evals, evecs = np.linalg.eigh(G)
-    proj = evecs.T @ (Z.T @ (ytr - y_mean) / n)
-    Zva = (Xva - xm) / sd
+    c = Z.T @ (ytr - y_mean) / n
+    del Z, Xtr
+    Zva = Xva
+    Zva -= xm
+    Zva /= sd
     scores = []
     best = None
+    if n_feat <= EIGH_MAX_FEATURES:
+        # one eigendecomposition serves every alpha
+        evals, evecs = np.linalg.eigh(G)
+        proj = evecs.T @ c
+        solve = lambda a: evecs @ (proj / (evals + a)[:, None])  # noqa: E731
+    else:
+        # many features: a Cholesky per alpha is cheaper than one eigh; use every other alpha
+        from scipy.linalg import cho_factor, cho_solve
+
+        alphas = alphas[::2] if len(alphas) > 4 else alphas
+        eye = np.eye(n_feat)
+        solve = lambda a: cho_solve(cho_factor(G + a * eye), c)  # noqa: E731
     for a in alphas:
-        w = evecs @ (proj / (evals + a)[:, None])
+        w = solve(a)
         pred = Zva @ w + y_mean
         s = float(np.nanmean(r2_score(yva, pred)))
         scores.append(s)

@@ -92,6 +92,11 @@ def test_bits_per_spike(tmp_path):
     assert abs(res_c["model"]["bits_per_spike"]) < 0.02, res_c["model"]
     assert res_t["model"]["bits_per_spike"] > 0.1, res_t["model"]
     assert res_t["model"]["ll_per_bin"] > res_c["model"]["ll_per_bin"]
+    # the same through the command line
+    save_npz(rec, tmp_path / "gen.npz")
+    assert main(["evaluate", str(true_path), "--data", str(tmp_path / "gen.npz"), "--json", str(tmp_path / "e.json"), "--quiet"]) == 0
+    cli = json.loads((tmp_path / "e.json").read_text())
+    assert cli["model"]["bits_per_spike"] == pytest.approx(res_t["model"]["bits_per_spike"], rel=1e-9)
 
 
 def test_generate_cli(tmp_path, capsys):
