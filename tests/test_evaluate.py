@@ -126,3 +126,32 @@ def test_chestek_baselines(capsys, tmp_path):
             with capsys.disabled():
                 print(f"chestek {name} lag {lag}: R2 {np.round(res['model']['r2'], 3).tolist()}")
             assert np.mean(res["model"]["r2"]) > (0.6 if name == "wiener" else 0.3)
+
+
+def test_rerun_session_log(files, tmp_path, capsys):
+    """`evaluate --log`: a session log written while stepping the model is reproduced exactly;
+    a log whose prediction was altered is not (exit 1)."""
+    from rt_decoder.runtime.session_log import SessionLog
+    from rt_decoder.step_model import StepModel
+
+    d, rec = files
+    m = StepModel(d / "kalman.onnx")
+    x = rec.counts[:300]
+    for name, tamper in (("good.jsonl", None), ("bad.jsonl", 123)):
+        log = SessionLog(tmp_path / name, {"channels": m.card.channel_names, "outputs": m.card.outputs})
+        m.reset()
+        for i, row in enumerate(x):
+            pred = m.step(row).copy()
+            if i == tamper:
+                pred[0] += 1e-3
+            log.bin(i, 0.05 * (i + 1), row, pred, 1.0, 0, [])
+        log.close()
+    args = ["evaluate", str(d / "kalman.onnx"), "--log"]
+    assert main(args + [str(tmp_path / "good.jsonl"), "--json", str(tmp_path / "r.json")]) == 0
+    assert "reproduced exactly" in capsys.readouterr().out
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["exact"] is True and res["predictions"] == 300
+    assert main(args + [str(tmp_path / "bad.jsonl")]) == 1
+    assert "NOT reproduced" in capsys.readouterr().out
+    err = _one_line_error(capsys, args + [str(tmp_path / "absent.jsonl")])
+    assert "absent.jsonl" in err

@@ -67,25 +67,21 @@ def format_table(res: dict) -> str:
 
 
 def _rerun_log(args: argparse.Namespace) -> int:
-    import importlib
+    from ..runtime.session_log import rerun_log
 
-    from ..errors import where
-
-    try:
-        mod = importlib.import_module("rt_decoder.runtime.session_log")
-    except ModuleNotFoundError as e:
-        if e.name not in ("rt_decoder.runtime.session_log", "rt_decoder.runtime"):
-            raise
-        from ..errors import RtDecoderError
-
-        raise RtDecoderError(where(args.log, "this installation has no session-log support (rt_decoder.runtime.session_log)")) from None
-    res = mod.rerun_log(args.model, args.log)
-    text = json.dumps(res, indent=2, sort_keys=True, default=float)
-    print(text)
+    res = rerun_log(args.model, args.log, threads=args.threads)
+    summary = {k: v for k, v in res.items() if not hasattr(v, "shape")}
+    exact = bool(res.get("exact", False))
+    print(f"{args.log}: {res.get('bins', '?')} bins, {res.get('predictions', '?')} predictions re-run through "
+          f"{Path(args.model).name}: {'reproduced exactly' if exact else 'NOT reproduced'} "
+          f"(max |difference| {res.get('max_abs_diff', float('nan')):.3g})")
+    if not res.get("model_matches", True):
+        print("note: this model file is not the one the session logged (sha256 differs)")
     if args.json:
-        Path(args.json).write_text(text + "\n")
-    ok = res.get("reproduced", res.get("identical", res.get("ok", True)))
-    return 0 if ok else 1
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if exact else 1
 
 
 def run(args: argparse.Namespace) -> int:
