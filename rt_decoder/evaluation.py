@@ -40,6 +40,18 @@ def resolve_bounds(n_bins: int, split_bounds: dict | None = None, val: float = 0
     return out
 
 
+def card_split(card, rec: Recording) -> dict[str, list[int]] | None:
+    """The split the model was trained with, when `rec` is the very recording it was trained on
+    (same fingerprint): evaluating on it then scores exactly the held-out block of metrics.json."""
+    split = (card.extra or {}).get("split")
+    if not split or not card.data_sha256 or card.data_sha256 != rec.fingerprint():
+        return None
+    try:
+        return resolve_bounds(rec.n_bins, split, source=rec.source)
+    except (DataError, TypeError, ValueError, IndexError):
+        return None
+
+
 def check_compatible(model: StepModel, rec: Recording) -> None:
     """Channel count and bin width must match the model card (DataError naming both files)."""
     card = model.card

@@ -155,3 +155,20 @@ def test_rerun_session_log(files, tmp_path, capsys):
     assert "NOT reproduced" in capsys.readouterr().out
     err = _one_line_error(capsys, args + [str(tmp_path / "absent.jsonl")])
     assert "absent.jsonl" in err
+
+
+def test_cli_uses_the_models_own_split_on_its_training_data(files, tmp_path, capsys):
+    d, rec = files
+    T = rec.n_bins
+    own = {"train": (0, T // 2), "val": (T // 2, T // 2 + 100), "test": (T // 2 + 100, T)}
+    save(fit_baselines(rec, own, lag_bins=0)["wiener"], tmp_path / "w.onnx")
+    argv = ["evaluate", str(tmp_path / "w.onnx"), "--data", str(d / "sim.npz"), "--quiet", "--json", str(tmp_path / "a.json")]
+    assert main(argv) == 0
+    assert "training split" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a.json").read_text())["range"] == [T // 2 + 100, T]
+    assert main(argv + ["--test-frac", "0.2"]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["range"] == list(split_bounds(T)["test"])
+    other = replace(rec, counts=rec.counts[::-1].copy())          # different data: default fractions
+    save_npz(other, tmp_path / "other.npz")
+    assert main(argv[:3] + [str(tmp_path / "other.npz")] + argv[4:]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["range"] == list(split_bounds(T)["test"])

@@ -26,8 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="FILE", help="recording in any supported format (npz, mat, nwb, h5, xdf)")
     parser.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
                         help="which contiguous block to score (default: test)")
-    parser.add_argument("--test-frac", type=float, default=0.2, help="size of the test block, last part (default 0.2)")
-    parser.add_argument("--val-frac", type=float, default=0.1, help="size of the validation block before it (default 0.1)")
+    parser.add_argument("--test-frac", type=float, default=None,
+                        help="size of the test block, last part (default: the model's training split when DATA is the "
+                             "recording it was trained on, else 0.2)")
+    parser.add_argument("--val-frac", type=float, default=None, help="size of the validation block before it (default 0.1)")
     parser.add_argument("--bin-ms", type=float, default=None,
                         help="re-bin the recording to this width first (must match the model's bin width)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON here")
@@ -84,21 +86,36 @@ def _rerun_log(args: argparse.Namespace) -> int:
     return 0 if exact else 1
 
 
+def choose_bounds(card, rec, val_frac: float | None, test_frac: float | None) -> dict:
+    """Explicit fractions win; else the card's own split on its training recording; else 70/10/20."""
+    from ..errors import DataError
+    from ..evaluation import card_split
+    from ..recording import split_bounds
+
+    if val_frac is None and test_frac is None:
+        own = card_split(card, rec)
+        if own is not None:
+            print(f"split: the model's training split (same recording, sha256 {rec.fingerprint()[:12]})")
+            return own
+    val = 0.1 if val_frac is None else val_frac
+    test = 0.2 if test_frac is None else test_frac
+    if not (0 <= val < 1 and 0 < test < 1 and val + test < 1):
+        raise DataError(f"{rec.source}: --val-frac {val} and --test-frac {test} must be fractions summing to < 1")
+    return split_bounds(rec.n_bins, val=val, test=test)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import DataError
     from ..evaluation import evaluate_decoder
-    from ..recording import split_bounds
     from ..step_model import StepModel
 
     if args.log:
         return _rerun_log(args)
     if not args.data:
         raise DataError("evaluate: --data FILE is required (or --log FILE to re-check a session log)")
-    if not (0 <= args.val_frac < 1 and 0 < args.test_frac < 1 and args.val_frac + args.test_frac < 1):
-        raise DataError(f"evaluate: --val-frac {args.val_frac} and --test-frac {args.test_frac} must be fractions summing to < 1")
     model = StepModel(args.model, threads=args.threads)
     rec = load_data(args.data, args.bin_ms)
-    bounds = split_bounds(rec.n_bins, val=args.val_frac, test=args.test_frac)
+    bounds = choose_bounds(model.card, rec, args.val_frac, args.test_frac)
     res = evaluate_decoder(model, rec, args.split, bounds, progress=not args.quiet)
     res["model_file"] = str(args.model)
     res["data_file"] = str(args.data)

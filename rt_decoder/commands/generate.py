@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burn-in", type=int, default=0, help="sampled bins to drop first (the state starts empty)")
     parser.add_argument("--compare", metavar="DATA", help="real recording to compare statistics with")
     parser.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
-                        help="block of the real recording to compare with (default: test = last 20%%)")
+                        help="block of the real recording to compare with (default: test; the model's own split "
+                             "when DATA is its training recording, else the last 20%%)")
     parser.add_argument("--bin-ms", type=float, default=None, help="re-bin the real recording to this width first")
     parser.add_argument("--window", type=int, default=10, help="Fano factor window in bins (default 10)")
     parser.add_argument("--report", metavar="PNG", help="draw rates, correlations, Fano factors and rasters here")
@@ -37,11 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import DataError, where
-    from ..evaluation import check_compatible, resolve_bounds
+    from ..evaluation import check_compatible
     from ..generation import compare_statistics, generate, report_png
     from ..recording import Recording, save_npz
     from ..step_model import StepModel
-    from .evaluate import load_data
+    from .evaluate import choose_bounds, load_data
 
     if args.steps < 1:
         raise DataError(f"generate: --steps must be >= 1, got {args.steps}")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         rec = load_data(args.compare, args.bin_ms)
         check_compatible(model, rec)
-        lo, hi = (0, rec.n_bins) if args.split == "all" else resolve_bounds(rec.n_bins, source=rec.source)[args.split]
+        lo, hi = (0, rec.n_bins) if args.split == "all" else choose_bounds(model.card, rec, None, None)[args.split]
         real = rec.counts[lo:hi]
         if real.shape[0] < 2 * args.window:
             raise DataError(where(args.compare, f"the {args.split} block has only {real.shape[0]} bins"))
