@@ -73,6 +73,7 @@ def test_curves_hold_exactly_the_samples_pushed(qtbot, make_window):
     n = 150
     pred = rng.normal(size=(n, 4)).astype(np.float32)
     true = rng.normal(size=(n, 4)).astype(np.float32)
+    pred[70, 1] = np.nan  # a skipped prediction: drawn as a break, kept as a sample
     ts = pylsl.local_clock() - 4.0 + np.arange(n) / 50.0  # inside the 10 s window
     dec.push_chunk(pred, ts)
     truth.push_chunk(true[:, order], ts)
@@ -208,3 +209,12 @@ def test_cli_bad_flags_are_one_line_errors(argv, message, capsys):
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="DISPLAY decides headless on Linux only")
+def test_cli_without_display_asks_for_a_screenshot_instead_of_running_invisibly(monkeypatch, capsys):
+    for var in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+    assert cli_main(["plot", "--decoder", "nobody"]) == 2
+    err = capsys.readouterr().err
+    assert "no display" in err and "--screenshot" in err

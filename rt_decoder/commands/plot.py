@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     size = _check(args)
     duration = args.duration if args.duration is not None else (5.0 if args.screenshot else None)
     if _headless(args.screenshot is not None):
+        if duration is None and "QT_QPA_PLATFORM" not in os.environ:
+            raise RtDecoderError("rt-decoder plot: no display (DISPLAY is not set); use --screenshot PNG "
+                                 "[--duration S] to render offscreen, or --duration S to measure --fps")
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
     try:

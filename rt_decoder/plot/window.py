@@ -81,6 +81,13 @@ def qt_problem() -> str | None:
     return None
 
 
+def _set_curve(curve: pg.PlotDataItem, x: np.ndarray, y: np.ndarray) -> None:
+    """setData without pyqtgraph's finite scan when the data is finite (the common case); a NaN
+    (e.g. a skipped prediction) breaks the line there instead of corrupting the path."""
+    finite = bool(np.isfinite(y).all() and np.isfinite(x).all())
+    curve.setData(x, y, skipFiniteCheck=finite, connect="all" if finite else "finite")
+
+
 def _cache_axes(p: pg.PlotItem) -> None:
     """Axes re-render their tick text on every repaint unless cached; with ranges that change only
     a few times a second, caching them is most of the frame budget in software rendering."""
@@ -329,7 +336,7 @@ class PlotWindow(QtWidgets.QWidget):
             for col, label in enumerate(meta.labels):
                 c = curves.get(label)
                 if c is not None:
-                    c.setData(t, x[:, col], skipFiniteCheck=True)
+                    _set_curve(c, t, x[:, col])
 
     def _range_traces(self) -> None:
         """Fit each output's y range to the true and predicted values in the window."""
@@ -339,8 +346,8 @@ class PlotWindow(QtWidgets.QWidget):
             if data is None or len(data[0]) == 0:
                 continue
             x = data[1]
-            with np.errstate(all="ignore"):
-                lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+            ok = np.isfinite(x)
+            lo, hi = np.where(ok, x, np.inf).min(axis=0), np.where(ok, x, -np.inf).max(axis=0)
             for col, label in enumerate(self.watchers[role].meta.labels):
                 b = bounds.setdefault(label, [np.inf, -np.inf])
                 b[0], b[1] = min(b[0], float(lo[col])), max(b[1], float(hi[col]))
@@ -366,11 +373,11 @@ class PlotWindow(QtWidgets.QWidget):
             if cols is None or w is None or w.buffer is None or len(w.buffer) == 0:
                 continue
             _, x = w.buffer.since(w.buffer.last(1)[0][0] - self.trail_s)  # trail ends at the newest sample
-            trail.setData(x[:, cols[0]], x[:, cols[1]], skipFiniteCheck=True)
+            _set_curve(trail, x[:, cols[0]], x[:, cols[1]])
             head.setData(x[-1:, cols[0]], x[-1:, cols[1]])
         cols, data = self._position_cols("truth"), self._window("truth", self.window_s)
         if cols is not None and data is not None:
-            self.truth_path.setData(data[1][:, cols[0]], data[1][:, cols[1]], skipFiniteCheck=True)
+            _set_curve(self.truth_path, data[1][:, cols[0]], data[1][:, cols[1]])
 
     def _range_cursor(self) -> None:
         """Fit the cursor view to the last window of positions (a few times a second, not per frame)."""
