@@ -91,7 +91,7 @@ def test_bits_per_spike(tmp_path):
     assert res_t["likelihood"] == "bernoulli" and res_t["n_bins"] == 1600
     assert abs(res_c["model"]["bits_per_spike"]) < 0.02, res_c["model"]
     assert res_t["model"]["bits_per_spike"] > 0.1, res_t["model"]
-    assert res_t["model"]["ll_per_bin"] > res_c["model"]["ll_per_bin"]
+    assert res_t["model"]["log_likelihood_per_bin"] > res_c["model"]["log_likelihood_per_bin"]
     # the same through the command line
     save_npz(rec, tmp_path / "gen.npz")
     assert main(["evaluate", str(true_path), "--data", str(tmp_path / "gen.npz"), "--json", str(tmp_path / "e.json"), "--quiet"]) == 0

@@ -55,8 +55,8 @@ def format_table(res: dict) -> str:
     head = (f"{res.get('model_type', '?')} on {res['block']} bins [{res['range'][0]}, {res['range'][1]}) "
             f"= {res['n_bins']} bins of {res['bin_s'] * 1000:g} ms, lag_bins={res['lag_bins']}")
     if "r2" not in m:
-        return (f"{head}\n  {res['likelihood']} log-likelihood per bin {m['ll_per_bin']:.4f} "
-                f"(constant-rate {m['ll_const_per_bin']:.4f})\n  bits per spike {m['bits_per_spike']:.4f} "
+        return (f"{head}\n  {res['likelihood']} log-likelihood per bin {m['log_likelihood_per_bin']:.4f} "
+                f"(constant-rate {m['const_log_likelihood_per_bin']:.4f})\n  bits per spike {m['bits_per_spike']:.4f} "
                 f"over {m['n_spikes']:.0f} spikes")
     width = max(8, *(len(o) for o in res["outputs"]))
     lines = [head, f"  {'output':<{width}}  {'R2':>7}  {'RMSE':>9}  {'corr':>6}"]
