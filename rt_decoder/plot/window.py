@@ -478,7 +478,8 @@ class PlotWindow(QtWidgets.QWidget):
             self.image_plot.setLabel("bottom", "canvas column")
             self.image_plot.setLabel("left", "canvas row")
             self.image_plot.setTitle(f"ζ (first decay) · {h}×{w} canvas")
-        self.image_item.setImage(img, levels=(0.0, 1.0), autoLevels=False)
+        top = float(np.max(img)) if img.size else 1.0  # ζ is in [0, 1] but mostly small: use the range
+        self.image_item.setImage(img, levels=(0.0, max(top, 0.05)), autoLevels=False)
         if self._image_shape != (h, w):  # after setImage: setRect scales by the current image's size
             self._image_shape = (h, w)
             self.image_item.setRect(QtCore.QRectF(0, 0, w, h))
