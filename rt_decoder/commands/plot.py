@@ -12,14 +12,15 @@ Stream names default to what `rt-decoder run` and `rt-decoder replay` publish:
   --truth <replay>-behavior   --spikes <replay>-spikes   (--replay defaults to "replay")
 Pass '' to leave a stream out, e.g. --zeta ''.
 
-Headless: with --screenshot (or when there is no DISPLAY) the window renders offscreen; run for
---duration seconds, save the window to PNG and exit 0. --fps prints the frames painted per
-second at exit. Try it without a decoder:  python -m rt_decoder.plot.synthetic  in one shell,
-rt-decoder plot  in another.
+Headless: with --screenshot the window renders offscreen for --duration seconds (default 5),
+is saved to PNG, and the command exits 0. Without a display (no DISPLAY on Linux) give
+--screenshot or --duration. --fps prints the frames painted per second at exit.
+Try it without a decoder:  python -m rt_decoder.plot.synthetic  in one shell, rt-decoder plot
+in another.
 
 Example:
   rt-decoder replay session.npz --name replay &
-  rt-decoder run model.onnx --input replay-spikes &
+  rt-decoder run model.onnx --input replay-spikes --zeta-stream &
   rt-decoder plot
 """
 
