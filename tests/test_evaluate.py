@@ -172,3 +172,24 @@ def test_cli_uses_the_models_own_split_on_its_training_data(files, tmp_path, cap
     save_npz(other, tmp_path / "other.npz")
     assert main(argv[:3] + [str(tmp_path / "other.npz")] + argv[4:]) == 0
     assert json.loads((tmp_path / "a.json").read_text())["range"] == list(split_bounds(T)["test"])
+
+
+def test_cli_baselines_side_by_side(files, tmp_path, capsys):
+    d, rec = files
+    out = tmp_path / "b.json"
+    argv = ["evaluate", str(d / "wiener.onnx"), "--data", str(d / "sim.npz"), "--baselines", "--quiet", "--json", str(out),
+            "--save-baselines", str(tmp_path / "bl")]
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    assert set(res["baselines"]) == {"wiener", "kalman"}
+    assert res["baselines"]["wiener"]["lag_bins"] == 1           # the model's lag
+    # the same Wiener fit on the same split: identical figures
+    np.testing.assert_allclose(res["baselines"]["wiener"]["r2"], res["model"]["r2"], atol=1e-6)
+    assert (tmp_path / "bl" / "kalman.onnx").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--baselines", "--data", str(d / "sim.npz"), "--lag-bins", "0", "--quiet", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "wiener" in text and "kalman" in text and "lag_bins=0" in text
+    assert json.loads(out.read_text())["baselines"]["kalman"]["lag_bins"] == 0
+    err = _one_line_error(capsys, ["evaluate", "--data", str(d / "sim.npz")])
+    assert "MODEL.onnx" in err

@@ -7,6 +7,8 @@ held-out log-likelihood and bits per spike against a constant-rate model of the 
 The split is contiguous: train / val / test = first 70% / next 10% / last 20% by default.
 
   rt-decoder evaluate model.onnx --data session.npz --split test --json metrics.json
+  rt-decoder evaluate model.onnx --data session.npz --baselines     (Wiener + Kalman side by side)
+  rt-decoder evaluate --baselines --data session.npz --lag-bins 1   (baselines only)
 
 With --log, re-run a session log written by `rt-decoder run --log` and check that the
 predictions it recorded are reproduced exactly (no --data needed).
@@ -22,7 +24,8 @@ HELP = "score a model on a recording's test block (R2/RMSE/r or bits per spike),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.onnx", help="exported step graph with its model card")
+    parser.add_argument("model", metavar="MODEL.onnx", nargs="?", help="exported step graph with its model card "
+                        "(optional with --baselines)")
     parser.add_argument("--data", metavar="FILE", help="recording in any supported format (npz, mat, nwb, h5, xdf)")
     parser.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
                         help="which contiguous block to score (default: test)")
@@ -34,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="re-bin the recording to this width first (must match the model's bin width)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON here")
     parser.add_argument("--log", metavar="FILE", help="re-run this session log offline and check the predictions match")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also fit a Wiener and a Kalman filter on the train/val blocks of DATA and score them the "
+                             "same way (at the model's lag, or --lag-bins)")
+    parser.add_argument("--lag-bins", type=int, default=None,
+                        help="baselines: predict bin k from bins <= k - L (default: the model's lag_bins, else 0)")
+    parser.add_argument("--taps", type=int, default=10, help="baselines: Wiener history length in bins (default 10)")
+    parser.add_argument("--save-baselines", metavar="DIR", help="baselines: write DIR/wiener.onnx and DIR/kalman.onnx")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -92,7 +102,7 @@ def choose_bounds(card, rec, val_frac: float | None, test_frac: float | None) ->
     from ..evaluation import card_split
     from ..recording import split_bounds
 
-    if val_frac is None and test_frac is None:
+    if card is not None and val_frac is None and test_frac is None:
         own = card_split(card, rec)
         if own is not None:
             print(f"split: the model's training split (same recording, sha256 {rec.fingerprint()[:12]})")
@@ -105,24 +115,67 @@ def choose_bounds(card, rec, val_frac: float | None, test_frac: float | None) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import DataError
-    from ..evaluation import evaluate_decoder
-    from ..step_model import StepModel
+    from ..errors import DataError, ModelError
 
     if args.log:
+        if not args.model:
+            raise ModelError(f"{args.log}: --log needs the MODEL.onnx that ran the session")
         return _rerun_log(args)
     if not args.data:
         raise DataError("evaluate: --data FILE is required (or --log FILE to re-check a session log)")
-    model = StepModel(args.model, threads=args.threads)
+    if not args.model and not args.baselines:
+        raise ModelError("evaluate: give MODEL.onnx, or --baselines to score Wiener and Kalman filters on --data")
+    from ..evaluation import evaluate_decoder
+    from ..step_model import StepModel
+
+    model = StepModel(args.model, threads=args.threads) if args.model else None
     rec = load_data(args.data, args.bin_ms)
-    bounds = choose_bounds(model.card, rec, args.val_frac, args.test_frac)
-    res = evaluate_decoder(model, rec, args.split, bounds, progress=not args.quiet)
-    res["model_file"] = str(args.model)
+    if model is not None:
+        bounds = choose_bounds(model.card, rec, args.val_frac, args.test_frac)
+        res = evaluate_decoder(model, rec, args.split, bounds, progress=not args.quiet)
+        res["model_file"] = str(args.model)
+    else:
+        bounds = choose_bounds(None, rec, args.val_frac, args.test_frac)
+        res = {"outputs": list(rec.behavior_names or []), "bin_s": rec.bin_s, "split": bounds, "block": args.split}
     res["data_file"] = str(args.data)
     res["data_sha256"] = rec.fingerprint()
-    print(format_table(res))
+    if model is not None:
+        print(format_table(res))
+    if args.baselines:
+        res["baselines"] = _baselines(args, rec, bounds, model)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _baselines(args: argparse.Namespace, rec, bounds: dict, model) -> dict:
+    """Fit Wiener and Kalman on train/val of `rec`, score each step graph on the same block."""
+    import tempfile
+
+    from ..baselines import fit_baselines
+    from ..errors import DataError
+    from ..evaluation import evaluate_decoder
+    from ..step_graph import save
+
+    if model is not None and model.card.kind != "decoder":
+        raise DataError(f"{args.model}: baselines are decoders; they cannot be compared with a {model.card.kind} model")
+    lag = args.lag_bins if args.lag_bins is not None else (model.card.lag_bins if model is not None else 0)
+    if lag < 0 or args.taps < 1:
+        raise DataError(f"evaluate: --lag-bins must be >= 0 and --taps >= 1, got {lag}, {args.taps}")
+    if rec.behavior is None:
+        raise DataError(f"{rec.source}: has no behaviour to fit the baselines on")
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.save_baselines) if args.save_baselines else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, m in fit_baselines(rec, bounds, lag_bins=lag, taps=args.taps).items():
+            path = folder / f"{name}.onnx"
+            save(m, path)
+            r = evaluate_decoder(path, rec, args.split, bounds, progress=not args.quiet)
+            print(format_table(r))
+            out[name] = {**r["model"], "lag_bins": lag}
+            if args.save_baselines:
+                print(f"wrote {path}")
+    return out
