@@ -98,11 +98,11 @@ def lagged_design(centered: np.ndarray, taps: int, lag_bins: int) -> np.ndarray:
 
 @dataclass
 class WienerParams:
-    """y_k = sum_j (x_{k-lag-j} - mu) W_j + y_mean: ridge regression on a lag buffer of counts."""
+    """y_k = sum_j (x_{k-lag-j} - mu) W_j + intercept: ridge regression on a lag buffer of counts."""
 
     mu: np.ndarray          # (D,) training mean counts
     weights: np.ndarray     # (taps*D, K) in units of raw counts, newest tap first
-    y_mean: np.ndarray      # (K,)
+    intercept: np.ndarray   # (K,)
     taps: int
     lag_bins: int
     alpha: float
@@ -111,13 +111,13 @@ class WienerParams:
     def predict(self, counts: np.ndarray) -> np.ndarray:
         """The numpy twin of the step graph, run from reset over (T, D) counts -> (T, K)."""
         X = lagged_design(np.asarray(counts, np.float64) - self.mu, self.taps, self.lag_bins)
-        return X @ self.weights + self.y_mean
+        return X @ self.weights + self.intercept
 
     def to_onnx(self, card: ModelCard) -> onnx.ModelProto:
         D = self.mu.size
         n = self.taps + self.lag_bins
         inits = [_init("wf_mu", self.mu[None]), _init("wf_W", self.weights),
-                 _init("wf_b", self.y_mean[None]), _i64("wf_flat", [1, self.taps * D]),
+                 _init("wf_b", self.intercept[None]), _i64("wf_flat", [1, self.taps * D]),
                  _i64("wf_f0", [self.lag_bins]), _i64("wf_f1", [self.lag_bins + self.taps])]
         nodes = [helper.make_node("Sub", ["counts", "wf_mu"], ["wf_c"])]
         sn, si = _shift_nodes("wf", "wf_c", "lagbuf", "lagbuf_next", n)
@@ -197,7 +197,7 @@ def fit_wiener_params(train: Recording, val: Recording, lag_bins: int = 0, taps:
     b = y_mean - xm @ W
     info = {"alpha": alpha, "alphas": list(alphas), "val_r2_mean": scores, "taps": taps,
             "nan_rows_skipped": n_nan, "train_rows": int(n)}
-    return WienerParams(mu=mu, weights=W, y_mean=b, taps=taps, lag_bins=lag_bins, alpha=alpha, info=info)
+    return WienerParams(mu=mu, weights=W, intercept=b, taps=taps, lag_bins=lag_bins, alpha=alpha, info=info)
 
 
 def fit_wiener(train: Recording, val: Recording, lag_bins: int = 0, taps: int = 10, alphas=None) -> onnx.ModelProto:
