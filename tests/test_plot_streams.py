@@ -142,3 +142,25 @@ def test_stats_counter_sums_flags_or_takes_running_totals():
     assert c.as_dict() == {"bins": 3, "deadline_miss": 5, "skipped": 1, "gap_bins": 2}
     np.testing.assert_array_equal(latency_values(_meta(labels), flags), [1.0, 2.0])
     assert latency_values(_meta(["bin_index"]), flags[:, :1]) is None
+
+
+def test_raster_from_counts_and_from_events_agree():
+    from rt_decoder.plot.raster import raster_image
+
+    rng = np.random.default_rng(2)
+    now, d = 100.0, 5
+    ts = now - 2.0 + (np.arange(100) + 1) * 0.02  # 50 Hz bin ends over the last 2 s
+    counts = rng.poisson(0.7, (100, d)).astype(np.float32)
+    meta = StreamMeta(name="s", type="SpikeCounts", channel_count=d, nominal_srate=50.0, source_id="", uid="",
+                      hostname="", labels=[f"c{i}" for i in range(d)], units=[""] * d)
+    img, t0, colw = raster_image(ts, counts, meta, now, 2.0)
+    assert colw == pytest.approx(0.02) and img.shape == (100, d)
+    assert img.sum() == counts.sum()
+    # the same spikes as events: one sample per spike, channel index, timestamp inside its bin
+    ev_t = np.repeat(ts - 0.01, counts.sum(axis=1).astype(int))
+    ev_c = np.concatenate([np.repeat(np.arange(d), counts[k].astype(int)) for k in range(100)])
+    ev_meta = StreamMeta(name="e", type="SpikeEvents", channel_count=1, nominal_srate=0.0, source_id="", uid="",
+                         hostname="", labels=["channel"], units=[""], desc={"n_channels": str(d)})
+    img_e, _, colw_e = raster_image(ev_t, ev_c[:, None].astype(np.float32), ev_meta, now, 2.0)
+    assert img_e.shape == (500, d) and colw_e == pytest.approx(0.004)
+    np.testing.assert_array_equal(img_e.sum(axis=0), counts.sum(axis=0))  # every spike on its channel

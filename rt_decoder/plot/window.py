@@ -27,6 +27,7 @@ import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from .outputs import pick_position_columns
+from .raster import raster_image
 from .stats import StatsCounter, latency_values
 from .streams import CONNECTED, LOST, WAITING, StreamWatcher
 
@@ -487,19 +488,10 @@ class PlotWindow(QtWidgets.QWidget):
 
     def _draw_raster(self, sp: StreamWatcher) -> None:
         ts, x = sp.buffer.since(self.now - self.window_s)
-        d = sp.buffer.channels
-        rate = sp.meta.nominal_srate or sp.rate or 50.0
-        colw = max(1.0 / rate, self.window_s / 500.0)
-        ncols = max(1, int(np.ceil(self.window_s / colw)))
-        t0 = self.now - ncols * colw
-        img = np.zeros((ncols, d), dtype=np.float32)
-        if len(ts):
-            idx = np.floor((ts - t0) / colw).astype(np.int64)
-            keep = (idx >= 0) & (idx < ncols)
-            idx, xk = idx[keep], x[keep]
-            if len(idx):
-                u, starts = np.unique(idx, return_index=True)
-                img[u] = np.add.reduceat(xk, starts, axis=0)
+        img, t0, colw = raster_image(ts, x, sp.meta, self.now, self.window_s)
+        ncols, d = img.shape
+        if self._image_shape is not None and self.image_mode == "raster" and self._image_shape[1] != d:
+            self.image_mode = ""  # channel count changed (events): redo the axes
         if self.image_mode != "raster":
             self.image_mode = "raster"
             self._image_shape = None
@@ -509,5 +501,6 @@ class PlotWindow(QtWidgets.QWidget):
             self.image_plot.setLabel("left", "channel")
             self.image_plot.setTitle(f"spikes · {d} channels (no ζ stream)")
             self.image_plot.setRange(xRange=(-self.window_s, 0), yRange=(0, d), padding=0)
+            self._image_shape = (ncols, d)
         self.image_item.setImage(img.T, levels=(0.0, max(1.0, float(np.percentile(img, 99)))), autoLevels=False)
         self.image_item.setRect(QtCore.QRectF(t0 - self.now, 0, ncols * colw, d))
