@@ -35,6 +35,7 @@ from .step_graph import build_affine_state_model
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-4, 2, 13))
 MIN_ROWS = 20
 EIGH_MAX_FEATURES = 2500
+CHUNK_VALUES = 4_000_000   # design values per chunk when accumulating X'X (32 MB)
 
 
 def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:
@@ -146,8 +147,7 @@ def fit_wiener_params(train: Recording, val: Recording, lag_bins: int = 0, taps:
     ytr, yva = _needs_behavior(train, "the Wiener filter"), _needs_behavior(val, "the Wiener filter")
     alphas = DEFAULT_ALPHAS if alphas is None else tuple(float(a) for a in alphas)
     mu = train.counts.mean(axis=0).astype(np.float64)
-    Xtr = lagged_design(train.counts - mu, taps, lag_bins)
-    Xva = lagged_design(val.counts - mu, taps, lag_bins)
+    ctr = train.counts - mu
     # training rows with a full history and finite behaviour; validation rows with finite behaviour
     keep_tr = _valid_rows(ytr)
     keep_tr[:min(taps + lag_bins - 1, keep_tr.size)] = False
@@ -156,19 +156,32 @@ def fit_wiener_params(train: Recording, val: Recording, lag_bins: int = 0, taps:
     if keep_tr.sum() < MIN_ROWS or keep_va.sum() < 2:
         raise DataError(where(train.source, f"too short to fit a Wiener filter: {int(keep_tr.sum())} usable training "
                                             f"rows and {int(keep_va.sum())} validation rows (need >= {MIN_ROWS} and >= 2)"))
-    Xtr, ytr, Xva, yva = Xtr[keep_tr], ytr[keep_tr], Xva[keep_va], yva[keep_va]
-    sd = Xtr.std(axis=0)
+    # sufficient statistics in row chunks, so a long session never materializes its (T, taps*D) design
+    n_feat = taps * train.n_channels
+    Sxx, sx = np.zeros((n_feat, n_feat)), np.zeros(n_feat)
+    Sxy, sy = np.zeros((n_feat, ytr.shape[1])), np.zeros(ytr.shape[1])
+    hist = taps + lag_bins - 1
+    step = max(256, CHUNK_VALUES // n_feat)
+    for lo in range(0, ctr.shape[0], step):
+        hi = min(lo + step, ctr.shape[0])
+        start = max(0, lo - hist)
+        X = lagged_design(ctr[start:hi], taps, lag_bins)[lo - start:]
+        k = keep_tr[lo:hi]
+        X, y = X[k], ytr[lo:hi][k]
+        Sxx += X.T @ X
+        sx += X.sum(axis=0)
+        Sxy += X.T @ y
+        sy += y.sum(axis=0)
+    n = int(keep_tr.sum())
+    xm, y_mean = sx / n, sy / n
+    cov = Sxx / n - np.outer(xm, xm)
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
     sd = np.where(sd > 1e-9, sd, 1.0)
-    xm = Xtr.mean(axis=0)          # ~0, but exact centering keeps the intercept honest
-    Z = Xtr
-    Z -= xm                        # in place: the design can be large (T x taps*D)
-    Z /= sd
-    y_mean = ytr.mean(axis=0)
-    n, n_feat = Z.shape
-    G = Z.T @ Z / n
-    c = Z.T @ (ytr - y_mean) / n
-    del Z, Xtr
-    Zva = Xva
+    G = cov / np.outer(sd, sd)
+    c = (Sxy / n - np.outer(xm, y_mean)) / sd[:, None]
+    del Sxx, cov
+    Zva = lagged_design(val.counts - mu, taps, lag_bins)[keep_va]
+    yva = yva[keep_va]
     Zva -= xm
     Zva /= sd
     scores = []

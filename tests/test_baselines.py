@@ -143,3 +143,22 @@ def test_too_short_or_no_behaviour_is_a_data_error(session):
         fit_kalman(tr.slice(0, 5), va)
     with pytest.raises(DataError, match="no behaviour|has none"):
         fit_kalman(replace(tr, behavior=None, behavior_names=None), va)
+
+
+@pytest.mark.parametrize("chunk", [None, 1000])
+def test_wiener_weights_are_the_ridge_solution(session, monkeypatch, chunk):
+    """Chunked sufficient statistics give the textbook ridge solution on the z-scored design."""
+    import rt_decoder.baselines as bl
+
+    if chunk:
+        monkeypatch.setattr(bl, "CHUNK_VALUES", chunk)     # force many row chunks
+    _, tr, va, _ = _blocks(session)
+    taps, lag, a = 4, 2, 0.1
+    p = fit_wiener_params(tr, va, lag_bins=lag, taps=taps, alphas=[a])
+    X = lagged_design(tr.counts - tr.counts.mean(axis=0), taps, lag)[taps + lag - 1:]
+    y = tr.behavior[taps + lag - 1:]
+    xm, sd = X.mean(axis=0), X.std(axis=0)
+    Z = (X - xm) / sd
+    w = np.linalg.solve(Z.T @ Z / len(Z) + a * np.eye(Z.shape[1]), Z.T @ (y - y.mean(axis=0)) / len(Z))
+    np.testing.assert_allclose(p.weights, w / sd[:, None], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(p.intercept, y.mean(axis=0) - xm @ (w / sd[:, None]), rtol=1e-6, atol=1e-9)
