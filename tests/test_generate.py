@@ -135,3 +135,13 @@ def test_generate_refuses_decoders_in_one_line(tmp_path, capsys):
     code = main(["generate", str(path), "--steps", "10", "--out", str(tmp_path / "x.npz"), "--compare", str(tmp_path / "sim.npz")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "sim.npz" in err
+
+
+def test_prime_sets_the_starting_state(tmp_path):
+    """Priming with busy real bins starts a self-exciting model in its busy state."""
+    m = StepModel(_gen_model(tmp_path / "b.onnx", np.full(D, -4.0), self_weight=8.0))
+    cold, _ = generate(m, 20, seed=0)
+    hot, _ = generate(m, 20, seed=0, prime=np.ones((30, D)))
+    assert hot[:5].mean() > 0.8 and cold[:5].mean() < 0.2
+    with pytest.raises(ValueError, match="prime"):
+        generate(m, 5, prime=np.ones((3, D + 1)))

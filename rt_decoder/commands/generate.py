@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="block of the real recording to compare with (default: test; the model's own split "
                              "when DATA is its training recording, else the last 20%%)")
     parser.add_argument("--bin-ms", type=float, default=None, help="re-bin the real recording to this width first")
+    parser.add_argument("--prime-bins", type=int, default=0,
+                        help="with --compare: feed the first N real bins of the block before sampling, so the "
+                             "sample starts from real activity instead of an empty state")
     parser.add_argument("--window", type=int, default=10, help="Fano factor window in bins (default 10)")
     parser.add_argument("--report", metavar="PNG", help="draw rates, correlations, Fano factors and rasters here")
     parser.add_argument("--json", metavar="FILE", help="write the summary statistics as JSON here")
@@ -57,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
         real = rec.counts[lo:hi]
         if real.shape[0] < 2 * args.window:
             raise DataError(where(args.compare, f"the {args.split} block has only {real.shape[0]} bins"))
-    counts, info = generate(model, args.steps, seed=args.seed, burn_in=args.burn_in, progress=not args.quiet)
+    prime = None
+    if args.prime_bins:
+        if real is None or args.prime_bins < 0 or args.prime_bins > real.shape[0]:
+            raise DataError(f"generate: --prime-bins {args.prime_bins} needs --compare DATA with at least that many bins")
+        prime = real[:args.prime_bins]
+    counts, info = generate(model, args.steps, seed=args.seed, burn_in=args.burn_in, prime=prime,
+                            progress=not args.quiet)
     card = model.card
     out = save_npz(Recording(counts=counts, bin_s=card.bin_s, channel_names=list(card.channel_names),
                              source=str(args.out), extra={"generated_seed": args.seed}), args.out)
