@@ -164,3 +164,29 @@ def test_raster_from_counts_and_from_events_agree():
     img_e, _, colw_e = raster_image(ev_t, ev_c[:, None].astype(np.float32), ev_meta, now, 2.0)
     assert img_e.shape == (500, d) and colw_e == pytest.approx(0.004)
     np.testing.assert_array_equal(img_e.sum(axis=0), counts.sum(axis=0))  # every spike on its channel
+
+
+def test_ring_buffer_grows_keeping_its_samples():
+    b = RingBuffer(4, 1)
+    b.extend(np.arange(6.0), np.arange(6.0)[:, None])
+    b.grow(10)
+    assert b.capacity == 10 and b.total == 6
+    np.testing.assert_array_equal(b.last()[0], [2.0, 3.0, 4.0, 5.0])
+    b.extend(np.arange(6.0, 12.0), np.arange(6.0, 12.0)[:, None])
+    np.testing.assert_array_equal(b.last()[1][:, 0], np.arange(2.0, 12.0))
+
+
+@pytest.mark.lsl
+def test_watcher_buffers_a_fast_irregular_stream_for_the_whole_window():
+    name = unique("events")
+    out = pylsl.StreamOutlet(stream_info(name, "SpikeEvents", ["channel"], pylsl.IRREGULAR_RATE, fmt=pylsl.cf_int32))
+    with StreamWatcher(name, window_s=2.0, irregular_capacity=100, clocksync=False) as w:
+        poll_until(w, lambda: w.state == CONNECTED)
+        now = pylsl.local_clock()
+        ts = now - 1.5 + np.arange(3000) * 0.0005  # 2 kHz of events over 1.5 s, inside the window
+        for i in range(0, 3000, 500):
+            out.push_chunk(np.arange(i, i + 500, dtype=np.int32)[:, None] % 96, ts[i : i + 500])
+            poll_until(w, lambda i=i: w.buffer.total >= i + 500)
+        assert len(w.buffer) == 3000 and w.buffer.capacity >= 3000
+        np.testing.assert_array_equal(w.buffer.last()[1][:, 0], np.arange(3000) % 96)
+    del out

@@ -55,6 +55,19 @@ class RingBuffer:
         self._ts[self._end : self._end + n] = timestamps
         self._end += n
 
+    def grow(self, capacity: int) -> None:
+        """Raise the capacity, keeping the held samples (for irregular streams faster than guessed)."""
+        if capacity <= self.capacity:
+            return
+        ts, data = self.last()
+        total = self.total
+        self.capacity = int(capacity)
+        self._data = np.zeros((2 * self.capacity, self.channels), dtype=self._data.dtype)
+        self._ts = np.zeros(2 * self.capacity, dtype=np.float64)
+        self._end = 0
+        self.extend(ts.copy(), data.copy())
+        self.total = total
+
     def last(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Views of the newest n samples (all held samples when n is None): (timestamps, data)."""
         held = len(self)

@@ -176,7 +176,8 @@ class StreamWatcher:
             info = max(found, key=lambda i: i.created_at())
             try:
                 flags = pylsl.proc_clocksync if self.clocksync else pylsl.proc_none
-                buflen = max(2, int(np.ceil(2 * self.window_s)))
+                # seconds for regular streams, hundreds of samples for irregular ones (liblsl's rule)
+                buflen = max(2, int(np.ceil(2 * self.window_s))) if info.nominal_srate() > 0 else 1000
                 inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=False, processing_flags=flags)
                 meta = read_meta(inlet.info(timeout=2.0))
                 inlet.open_stream(timeout=2.0)
@@ -223,6 +224,18 @@ class StreamWatcher:
         self.losses += 1
         self._want.set()
 
+    MAX_CAPACITY = 1 << 21
+
+    def _make_room(self, n: int, newest: float) -> None:
+        """Irregular streams (spike events) have no rate to size the buffer by: double it while the
+        window does not fit (up to MAX_CAPACITY samples)."""
+        b = self.buffer
+        if self.meta.nominal_srate > 0 or len(b) + n <= b.capacity or b.capacity >= self.MAX_CAPACITY:
+            return
+        oldest = b.last(max(1, b.capacity - n))[0][0] if len(b) else newest
+        if newest - oldest < self.window_s:
+            b.grow(min(self.MAX_CAPACITY, 2 * (b.capacity + n)))
+
     def poll(self, max_samples: int = 4096) -> int:
         """Pull everything that arrived since the last call (never blocks). Returns the count."""
         with self._lock:
@@ -237,6 +250,7 @@ class StreamWatcher:
                 x, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=max_samples, as_numpy=True)
                 n = len(ts)
                 if n:
+                    self._make_room(n, float(ts[-1]))
                     self.buffer.extend(np.asarray(ts), np.asarray(x).reshape(n, -1))
                     got += n
                 if n < max_samples:
