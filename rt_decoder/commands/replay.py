@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from rt_decoder.runtime.player import Player, load_for_replay, start_bin_for
+    from rt_decoder.runtime.priority import raise_priority
 
+    raise_priority(args.priority)  # before the outlets exist, so liblsl's threads inherit it
     rec, spikes = load_for_replay(args.file, args.bin_ms)
     start = start_bin_for(rec, args.start_s, args.split)
     player = Player(rec, name=args.name, fmt=args.format, speed=args.speed, loop=args.loop, duration_s=args.duration,
@@ -58,11 +60,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"rt-decoder replay: {args.file}: {rec.n_bins - start} bins of {rec.bin_s * 1000:g} ms, {rec.n_channels} channels"
           f"{' (real spike times)' if spikes is not None and args.format == 'events' else ''} at {args.speed:g}x"
           f" -> {', '.join(streams)}; Ctrl-C to stop", file=sys.stderr)
-    old = {s: signal.signal(s, lambda *_: player._stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop: list[int] = []  # the handler only records the request; the loop below acts on it
+    old = {s: signal.signal(s, lambda *_: stop.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         player.start()
         with tqdm(total=player.n_total, unit="bin", desc="replay", file=sys.stderr, mininterval=0.5) as bar:
-            while not player.wait(0.25):
+            while not player.wait(0.25) and not stop:
                 bar.update(player.n_pushed - bar.n)
             bar.update(player.n_pushed - bar.n)
     finally:

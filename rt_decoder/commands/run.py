@@ -111,7 +111,9 @@ def _start_plot(rt, opts: dict, truth: str | None) -> subprocess.Popen | None:
         cmd += ["--truth", truth]
     if name:
         cmd += ["--spikes", name]
-    return subprocess.Popen(cmd)
+    from rt_decoder.runtime.priority import normal_priority
+
+    return subprocess.Popen(cmd, preexec_fn=normal_priority)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ from ..errors import StreamError
 from ..step_model import StepModel
 from . import lsl as L
 from .binner import Bin, CountsBinner, EventBinner
-from .priority import raise_priority
+from .priority import quiet_gc, raise_priority
 from .session_log import SessionLog, file_sha256
 from .state_only import StateAdvancer
 
@@ -236,11 +236,11 @@ class Runtime:
         clock = lsl.local_clock
         card = self.card
         self.priority = raise_priority(self.priority)
+        self._open_outputs()  # first, so consumers (the plot) can connect while we look for the input
         try:
             self._open_input(L.resolve(self.spec, self.resolve_timeout))
         except ConnectionError as e:
             raise StreamError(str(e)) from None
-        self._open_outputs()
         log.info("model %s: %d ch -> %s, bin %g ms, providers %s, budget %g ms, emit %s, %s priority; input %s",
                  self.model.path.name, card.n_channels, ",".join(card.outputs), card.bin_s * 1000,
                  ",".join(self.model.providers), self.budget_ms, self.emit, self.priority, self.input_desc)
@@ -254,6 +254,7 @@ class Runtime:
         t_stop = None if duration_s is None else self.t_start + duration_s
         next_status = self.t_start + self.status_every if self.status_every else math.inf
         pending = self._anchor(clock())
+        quiet_gc()
         self.ready.set()
         try:
             if pending:

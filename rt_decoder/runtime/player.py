@@ -230,8 +230,11 @@ class Player:
 
     def start(self, wait_consumers_s: float = 0.0, lead_s: float = 0.05) -> Player:
         """Start pushing in a background thread; the first bin starts on the grid >= now + lead."""
+        from .priority import quiet_gc
+
         if wait_consumers_s > 0:
             self.spikes_out.wait_for_consumers(wait_consumers_s)
+        quiet_gc()  # before the clock starts: a collection takes longer than the lead
         lsl = L.pylsl()
         m = math.ceil((lsl.local_clock() + lead_s - self.origin) / self.Bs)
         self.t0 = self.origin + m * self.Bs

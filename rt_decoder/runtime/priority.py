@@ -2,8 +2,10 @@
 
 On a busy machine the scheduler, not our code, sets the latency tail: a normal thread woken from
 sleep waited up to ~4 ms for a core here (p99), a SCHED_FIFO one ~0.1 ms. The loop never spins
-(it sleeps or blocks in liblsl), so a FIFO priority cannot starve the machine. Children (the
-plot) do not inherit it (SCHED_RESET_ON_FORK).
+(it sleeps or blocks in liblsl), so a FIFO priority cannot starve the machine.
+
+Raise it before liblsl creates its I/O threads (they inherit it; SCHED_RESET_ON_FORK would also
+reset new threads, so it is not used); child processes call `normal_priority` (Popen preexec_fn).
 """
 
 from __future__ import annotations
@@ -23,9 +25,26 @@ def raise_priority(mode: str = "realtime", level: int = 10) -> str:
     if not hasattr(os, "sched_setscheduler"):
         return "normal"
     try:
-        policy = os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0)
-        os.sched_setscheduler(0, policy, os.sched_param(level))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(level))
         return "realtime"
     except (PermissionError, OSError) as e:
         log.info("real-time priority not available (%s); running at normal priority", e.strerror or e)
         return "normal"
+
+
+def quiet_gc() -> None:
+    """Move everything allocated during set-up (onnx, onnxruntime, numpy) out of the collector's
+    sight, so a full collection in the loop walks only what the loop itself allocates: a
+    collection over all of it pauses the thread for milliseconds."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def normal_priority() -> None:
+    """Back to the default policy (for child processes such as the plot)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass

@@ -1,0 +1,241 @@
+"""Latency and throughput of the streaming runtime, measured the way a user sees them.
+
+Three processes, as deployed: `rt-decoder replay` publishes spikes, `rt-decoder run` decodes
+them, and this process consumes the Kinematics stream. Latency = local_clock() at receipt minus
+the sample's timestamp (the bin's end): bin close -> prediction in a consumer's hands, including
+the replay's push, LSL transport both ways, binning, the step graph and the stats push.
+
+Without --model a retention_linear step graph with random weights is built for the measurement
+(same front-end as a trained model, a linear readout instead of the UNet): say so when you
+report the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LATENCY_HELP = "end-to-end latency: bin close -> prediction received by an LSL consumer (replay + run + consumer)"
+THROUGHPUT_HELP = "sustained bins/s of the runtime on one core: replay far faster than real time, count misses and backlog"
+
+
+def _common(p: argparse.ArgumentParser, bins: int) -> None:
+    p.add_argument("--model", type=Path, help="step graph to run (default: a retention_linear model built for the run)")
+    p.add_argument("--data", type=Path, help="replay this recording (default: random Poisson counts)")
+    p.add_argument("--bins", type=int, default=bins, help="bins to measure")
+    p.add_argument("--bin-ms", type=float, default=20.0, help="bin width when building the model")
+    p.add_argument("--channels", type=int, default=96, help="channels when building the model")
+    p.add_argument("--budget-ms", type=float, default=5.0, help="the runtime's latency budget")
+    p.add_argument("--emit", choices=["asap", "fixed"], default="asap", help="the runtime's emission mode")
+    p.add_argument("--format", choices=["counts", "events"], default="counts", help="replay SpikeCounts or SpikeEvents")
+    p.add_argument("--source-rate", type=float, help="replay counts at this rate (e.g. 1000) for the re-binning path")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads in the runtime")
+    p.add_argument("--priority", choices=["realtime", "normal"], default="realtime", help="scheduling of replay and runtime")
+    p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--log", type=Path, help="keep the runtime's session log here (per-bin timings)")
+    p.add_argument("--warmup-s", type=float, default=1.0, help="seconds of predictions before the measured window")
+
+
+def add_latency_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p, bins=10000)
+
+
+def add_throughput_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p, bins=20000)
+    p.add_argument("--speed", type=float, default=50.0, help="replay speed (50 x 20 ms bins = 2500 bins/s offered)")
+    p.add_argument("--cpu", type=int, default=None, help="pin the runtime to this core (default: the last one)")
+
+
+def _setup(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Any]:
+    from ..model_card import read_card
+    from ..recording import save_npz
+    from .player import load_for_replay
+    from .probe import linear_model, poisson_recording
+
+    if args.model is not None:
+        model = args.model
+        card = read_card(model)
+        label = f"{model} ({card.model_type}, {card.n_channels} ch, {card.bin_s * 1000:g} ms bins)"
+    else:
+        model = linear_model(work / "bench.onnx", n_channels=args.channels, n_outputs=4, bin_s=args.bin_ms / 1000.0)
+        card = read_card(model)
+        label = f"retention_linear stand-in ({card.n_channels} ch, {card.bin_s * 1000:g} ms bins, decays {card.decays}, random weights)"
+    if args.data is not None:
+        rec, _ = load_for_replay(args.data, card.bin_s * 1000.0)
+        data = args.data
+    else:
+        speed = getattr(args, "speed", 1.0)
+        n = min(args.bins + int((10 + args.warmup_s) * speed / card.bin_s), 200000)
+        rec = poisson_recording(n, card.n_channels, bin_s=card.bin_s, seed=0)
+        data = save_npz(rec, work / "bench.npz")
+    if rec.n_channels != card.n_channels:
+        from ..errors import DataError
+
+        raise DataError(f"{args.data}: {rec.n_channels} channels, the model expects {card.n_channels}")
+    return model, data, (card, label, rec)
+
+
+def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from .probe import Consumer
+
+    with tempfile.TemporaryDirectory(prefix="rt-bench-") as tmp:
+        work = Path(tmp)
+        model, data, (card, label, rec) = _setup(args, work)
+        name = "bench-" + uuid.uuid4().hex[:8]
+        summary_path = work / "summary.json"
+        run_cmd = [sys.executable, "-m", "rt_decoder.cli", "run", str(model), "--input", f"{name}-spikes",
+                   "--output", f"{name}-dec", "--stats", f"{name}-stats", "--budget-ms", str(args.budget_ms),
+                   "--emit", args.emit, "--threads", str(args.threads), "--json", str(summary_path), "--quiet",
+                   "--resolve-timeout", "60", "--priority", args.priority]
+        if args.log:
+            run_cmd += ["--log", str(args.log)]
+        warmup = int(round(args.warmup_s * speed / card.bin_s))
+        need = args.bins + warmup
+        seconds = need * card.bin_s / speed
+        replay_cmd = [sys.executable, "-m", "rt_decoder.cli", "replay", str(data), "--name", name, "--format", args.format,
+                      "--speed", str(speed), "--loop", "--duration", str(need * card.bin_s + 20 * speed),
+                      "--priority", args.priority]
+        if args.source_rate:
+            replay_cmd += ["--source-rate", str(args.source_rate)]
+
+        def pin_runtime() -> None:
+            if pin is not None:
+                os.sched_setaffinity(0, {pin})
+
+        from .priority import normal_priority, raise_priority
+
+        runtime = subprocess.Popen(run_cmd, stderr=subprocess.PIPE, text=True, preexec_fn=pin_runtime)
+        replay = None
+        raise_priority(args.priority)  # the consumer must not be the one waiting for a core
+        try:
+            dec = Consumer(f"{name}-dec", timeout=60.0)
+            stats = Consumer(f"{name}-stats", timeout=60.0)
+            # the replay starts once the runtime and the consumers are up: no start-up backlog
+            replay = subprocess.Popen(replay_cmd, stderr=subprocess.DEVNULL, preexec_fn=normal_priority)
+            with tqdm(total=need, unit="bin", desc=f"bench ({seconds:.0f} s)", file=sys.stderr, mininterval=1.0) as bar:
+                deadline = time.monotonic() + seconds * 2 + 60
+                while len(dec.stamps) < need and time.monotonic() < deadline:
+                    if runtime.poll() is not None or (replay is not None and replay.poll() is not None):
+                        break
+                    time.sleep(0.5)
+                    bar.update(min(len(dec.stamps), need) - bar.n)
+        finally:
+            procs = [p for p in (runtime, replay) if p is not None]  # the runtime first: no "lost" at the end
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+                    try:
+                        p.wait(20)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+            for p in procs:
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        dec.stop()
+        stats.stop()
+        err = runtime.stderr.read() if runtime.stderr else ""
+        if not summary_path.exists():
+            from ..errors import RtDecoderError
+
+            raise RtDecoderError(f"bench: the runtime did not finish cleanly: {err.strip().splitlines()[-1] if err.strip() else 'no output'}")
+        summary = json.loads(summary_path.read_text())
+
+    x, ts, lat = dec.data()
+    s, sts, _ = stats.data()
+    # the measured window: the `bins` predictions after the warm-up (start-up transients --
+    # first connections, first pushes, page faults -- are reported, not hidden, as "warm-up")
+    w = warmup
+    ts, lat = ts[w:w + args.bins], lat[w:w + args.bins]
+    n = len(lat)
+    lat_ms = lat * 1000.0
+    window = (sts >= ts[0]) & (sts <= ts[-1]) if n else np.zeros(len(sts), bool)
+    sw = s[window]
+    before = s[sts < ts[0]] if n else s
+    base = before[-1] if len(before) else np.zeros(6)
+
+    def total(col: int) -> int:
+        return int(sw[-1, col] - base[col]) if len(sw) else 0
+
+    out: dict[str, Any] = {
+        "model": label, "bins_measured": int(n), "warmup_bins": int(w), "bin_ms": card.bin_s * 1000,
+        "channels": card.n_channels, "format": args.format, "source_rate": args.source_rate, "budget_ms": args.budget_ms,
+        "emit": args.emit, "speed": speed, "threads": args.threads, "priority": summary.get("priority"),
+        "providers": summary.get("providers"),
+        "consumer_latency_ms": {q: float(np.percentile(lat_ms, p)) if n else float("nan") for q, p in
+                                (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))} | {"max": float(lat_ms.max()) if n else float("nan")},
+        "window": {"bins": int(len(sw)), "misses": total(3), "skipped": total(4), "gap_bins": total(5),
+                   "max_backlog": int(sw[:, 2].max()) if len(sw) else 0},
+        "runtime_whole_run": {k: summary[k] for k in ("bins", "predictions", "skipped", "misses", "gap_bins", "max_backlog", "latency_ms")},
+    }
+    if n > 1:
+        recv = ts + lat
+        out["bins_per_s"] = float((n - 1) / (recv[-1] - recv[0])) if recv[-1] > recv[0] else float("nan")
+    if len(sw):
+        q = max(1, len(sw) // 4)
+        out["backlog"] = {"first_quarter_max": int(sw[:q, 2].max()), "last_quarter_max": int(sw[-q:, 2].max())}
+    return out
+
+
+def _print(title: str, r: dict[str, Any], goals: list[tuple[str, bool]]) -> None:
+    lat = r["consumer_latency_ms"]
+    rt = r["runtime_whole_run"]
+    print(f"{title}")
+    print(f"  model      {r['model']}; providers {r['providers']}, {r['threads']} thread(s), {r['priority']} priority")
+    rate = f" at {r['source_rate']:g} Hz" if r["source_rate"] else ""
+    print(f"  input      {r['format']}{rate}, {r['channels']} ch, {r['bin_ms']:g} ms bins, speed {r['speed']:g}x, "
+          f"budget {r['budget_ms']:g} ms, emit {r['emit']}")
+    win = r["window"]
+    print(f"  latency    bin close -> consumer, {r['bins_measured']} bins after {r['warmup_bins']} warm-up: p50 {lat['p50']:.3f}  "
+          f"p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  p99.9 {lat['p99.9']:.3f}  max {lat['max']:.3f} ms")
+    print(f"  window     {win['bins']} bins: {win['misses']} misses, {win['skipped']} skipped, {win['gap_bins']} gap bins, "
+          f"max backlog {win['max_backlog']}")
+    print(f"  whole run  {rt['bins']} bins, {rt['predictions']} predictions, {rt['skipped']} skipped, {rt['misses']} misses, "
+          f"max backlog {rt['max_backlog']} (warm-up included); runtime push latency p50 {rt['latency_ms']['p50']:.3f} "
+          f"p99 {rt['latency_ms']['p99']:.3f} ms")
+    if "bins_per_s" in r:
+        b = r.get("backlog", {})
+        print(f"  rate       {r['bins_per_s']:.0f} bins/s sustained; backlog max first/last quarter "
+              f"{b.get('first_quarter_max', '-')}/{b.get('last_quarter_max', '-')}")
+    for text, ok in goals:
+        print(f"  goal       {text}: {'met' if ok else 'NOT met'}")
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    r = _measure(args, speed=1.0, pin=None)
+    lat = r["consumer_latency_ms"]
+    goals = [("p99 <= 2 ms", lat["p99"] <= 2.0),
+             (f"zero deadline misses at {args.budget_ms:g} ms", r["window"]["misses"] == 0),
+             (">= 10000 bins", r["bins_measured"] >= 10000)]
+    _print("rt-decoder bench latency", r, goals)
+    if args.json:
+        args.json.write_text(json.dumps(r | {"goals": dict(goals)}, indent=2))
+    return 0
+
+
+def run_throughput(args: argparse.Namespace) -> int:
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    r = _measure(args, speed=args.speed, pin=cpu)
+    r["cpu"] = cpu
+    b = r.get("backlog", {})
+    goals = [(">= 1000 bins/s", r.get("bins_per_s", 0) >= 1000),
+             ("no misses or skipped bins", r["window"]["misses"] == 0 and r["window"]["skipped"] == 0),
+             ("backlog not growing", b.get("last_quarter_max", 0) <= max(2, b.get("first_quarter_max", 0)))]
+    _print(f"rt-decoder bench throughput (runtime pinned to core {cpu})", r, goals)
+    if args.json:
+        args.json.write_text(json.dumps(r | {"goals": dict(goals)}, indent=2))
+    return 0
