@@ -90,3 +90,35 @@ def test_zeta_stream(tmp_path):
         ref.reset()
         ref.run(rec.counts[: k + 1])
         np.testing.assert_array_equal(img, ref.state["zeta"][0, 0].ravel())
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_chestek_test_split_live_equals_offline(tmp_path):
+    from conftest import data_file
+
+    from rt_decoder.metrics import r2
+    from rt_decoder.recording import split_bounds
+    from rt_decoder.runtime.player import load_for_replay, start_bin_for
+
+    rec, _ = load_for_replay(data_file("chestek_contdata95", "contdata95.mat"))
+    b = split_bounds(rec.n_bins)
+    path = tmp_path / "w.onnx"
+    onnx.save(fit_wiener(rec.slice(*b["train"]), rec.slice(*b["val"]), lag_bins=0), str(path))
+    name = "t" + uuid.uuid4().hex[:10]
+    start = start_bin_for(rec, split="test")
+    n = 400  # 20 s of the test block at 20x
+    player = Player(rec, name=name, speed=20.0, start_bin=start, duration_s=n * rec.bin_s)
+    rt = Runtime(path, f"{name}-spikes", output=f"{name}-dec", stats=None, budget_ms=1000.0)
+    th = RuntimeThread(rt).start()
+    dec = Consumer(f"{name}-dec")
+    player.start(wait_consumers_s=5.0)
+    assert player.wait(20.0)
+    dec.wait_for(n, 3.0)
+    summary = th.join()
+    dec.stop()
+    x, _, _ = dec.data()
+    assert summary["predictions"] == n
+    want = StepModel(path).run(rec.counts[start:start + n])
+    np.testing.assert_allclose(x, want, atol=1e-5)
+    assert np.mean(r2(rec.behavior[start:start + n, :2], x[:, :2])) > 0.5  # live positions decode
