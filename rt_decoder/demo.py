@@ -131,6 +131,16 @@ def match_by_time(ts_a: np.ndarray, ts_b: np.ndarray, bin_s: float) -> tuple[np.
     return np.nonzero(ok)[0], j[ok]
 
 
+def _all_received(watchers: dict, n_bins: int) -> bool:
+    """Every bin's stats sample is in, and a prediction for each bin not skipped."""
+    st, dec = watchers["stats"], watchers["decoder"]
+    if st.buffer is None or dec.buffer is None or st.buffer.total < n_bins:
+        return False
+    c = st.meta.column("skipped")
+    skipped = int(st.buffer.last(1)[1][0, c]) if c is not None else 0
+    return dec.buffer.total + skipped >= n_bins
+
+
 def run_live(opts: DemoOptions, rec, model_path: Path, log: Callable[[str], None]) -> dict:
     """Replay the test block, decode it live with `rt-decoder run` (its own process, as deployed),
     plot it with `rt-decoder plot`, and record every stream like any consumer would."""
@@ -152,7 +162,7 @@ def run_live(opts: DemoOptions, rec, model_path: Path, log: Callable[[str], None
     run_json = opts.out / "run.json"
     run_cmd = [sys.executable, "-m", "rt_decoder.cli", "run", str(model_path), "--input", names["spikes"],
                "--output", names["decoder"], "--stats", names["stats"], "--zeta-stream", names["zeta"],
-               "--budget-ms", f"{opts.budget_ms:g}", "--max-bins", str(n_bins), "--json", str(run_json),
+               "--budget-ms", f"{opts.budget_ms:g}", "--json", str(run_json),
                "--resolve-timeout", "30", "--status-every", "0", "--log", str(opts.out / "session.jsonl")]
     _say(log, "live", " ".join(["rt-decoder", *run_cmd[3:]]))
     runner = subprocess.Popen(run_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -161,7 +171,7 @@ def run_live(opts: DemoOptions, rec, model_path: Path, log: Callable[[str], None
     proc = None
     try:
         t_wait = time.monotonic()
-        while not all(watchers[k].state == "connected" for k in ("decoder", "stats")):
+        while not all(w.state == "connected" for w in watchers.values()):
             for w in watchers.values():
                 w.poll()
             if runner.poll() is not None:
@@ -178,13 +188,17 @@ def run_live(opts: DemoOptions, rec, model_path: Path, log: Callable[[str], None
         player.start()
         with tqdm(total=round(wall_s), unit="s", desc="live", file=sys.stderr, leave=False, mininterval=1.0) as bar:
             t0 = time.monotonic()
+            # stop the decoder only once every bin's prediction (or skip) and stats sample arrived:
+            # liblsl drops what an inlet still buffers once its outlet is gone
             while runner.poll() is None and time.monotonic() - t0 < wall_s + 15:
                 for w in watchers.values():
                     w.poll()
                 bar.update(min(round(time.monotonic() - t0), round(wall_s)) - bar.n)
+                if _all_received(watchers, n_bins):
+                    break
                 time.sleep(0.2)  # the buffers hold the whole replay: no need to poll often
         if runner.poll() is None:
-            runner.terminate()
+            runner.terminate()  # SIGTERM: `rt-decoder run` stops cleanly and writes its summary
         _, err = runner.communicate(timeout=15)
         time.sleep(0.3)
         for w in watchers.values():

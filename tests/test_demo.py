@@ -26,12 +26,13 @@ def test_demo_end_to_end_online_equals_offline(tmp_path):
                        name=f"test-demo-{tmp_path.name[-6:]}")
     r = run_demo(opts, log=lambda s: None)
     assert r["model_type"] == "wiener"
-    assert r["online"]["matched_bins"] >= 140  # 150 replayed bins, a few may be skipped on a loaded machine
+    assert r["bins"] == 150 and r["predictions"] + r["skipped"] == 150  # late bins skipped on a loaded machine
+    assert r["online"]["matched_bins"] >= r["predictions"] - 1, r  # every prediction received and matched
     assert r["offline_same_bins"]["max_abs_diff_vs_online"] < 1e-4  # what went over LSL is what the graph computes
     np.testing.assert_allclose(r["online"]["r2"], r["offline_same_bins"]["r2"], atol=0.05)
     vel = [r["online"]["r2"][r["outputs"].index(k)] for k in ("vel_x", "vel_y")]
     assert min(vel) > 0.5  # simulated velocities are decodable even from 3 s (positions need longer)
-    assert r["bins"] == 150 and r["latency_ms"]["p50"] > 0
+    assert r["latency_ms"]["p50"] > 0
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert saved["outputs"] == ["pos_x", "pos_y", "vel_x", "vel_y"]
     assert (tmp_path / "demo" / "report.png").stat().st_size > 20_000
