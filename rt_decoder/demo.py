@@ -36,7 +36,7 @@ class DemoOptions:
     data: Path | None = None
     minutes: float = 6.0  # simulated session length when no data is given
     channels: int = 96
-    bin_ms: float = 20.0
+    bin_ms: float = 20.0  # simulated sessions only
     decoder: str = "trained"  # trained | wiener | kalman
     model: Path | None = None  # use this step graph, skip training
     config: Path | None = None
@@ -60,7 +60,7 @@ def load_data(opts: DemoOptions, log: Callable[[str], None]):
     if opts.data is not None:
         from .runtime.player import load_for_replay
 
-        rec, _ = load_for_replay(opts.data, opts.bin_ms if opts.data.suffix != ".npz" else None)
+        rec, _ = load_for_replay(opts.data)  # binned as recorded (event files: the loader's default)
         if rec.behavior is None:
             raise RtDecoderError(where(opts.data, "has no behaviour to decode (need behavior/kinematics)"))
         _say(log, "data", f"{opts.data}: {rec.n_bins} bins x {rec.n_channels} channels at {rec.bin_s * 1000:g} ms, "
