@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "widths": [16, 32],
         "head_hidden": 256,
+        "head_layers": 1,           # hidden FC layers in the decoder head
         "dropout": 0.1,
         "likelihood": None,         # gaussian for decoders; bernoulli | poisson for generative
     },
@@ -47,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
         "streams": 32,              # online mode: parallel contiguous streams per batch
         "seed": 0,
         "time_limit_s": None,
-        "threads": 2,
+        "threads": 1,               # torch threads; 1 wins on a shared 2-core machine (2 was 10x slower under load)
         "init_from": None,          # a generative checkpoint whose UNet initialises the decoder
         "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
     },
@@ -124,6 +125,7 @@ def validate(cfg: dict, src: str) -> dict:
     if not isinstance(widths, list) or not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
         raise ConfigError(where(src, f"model.widths must be a non-empty list of positive integers, got {widths!r}"))
     _num(cfg, src, "model.head_hidden", lo=0, integer=True)
+    _num(cfg, src, "model.head_layers", lo=1, hi=4, integer=True)
     _num(cfg, src, "model.dropout", lo=0, hi=0.9)
     t = "training."
     _num(cfg, src, t + "batch_size", lo=1, integer=True)

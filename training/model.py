@@ -23,6 +23,7 @@ class NetConfig:
     n_outputs: int = 0                   # K (decoder)
     widths: list[int] = field(default_factory=lambda: [16, 32])  # channels per UNet level
     head_hidden: int = 256               # decoder FC width (0: linear readout of the features)
+    head_layers: int = 1                 # hidden FC layers
     dropout: float = 0.1
     likelihood: str = "gaussian"         # gaussian (decoder) | bernoulli | poisson (generative)
 
@@ -66,8 +67,10 @@ class DecoderHead(nn.Module):
         n_in = (feat_channels + cfg.in_channels) * H * W
         self.drop = nn.Dropout(cfg.dropout)
         if cfg.head_hidden > 0:
-            self.fc = nn.Sequential(nn.Linear(n_in, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
-                                    nn.Linear(cfg.head_hidden, cfg.n_outputs))
+            layers: list[nn.Module] = []
+            for i in range(cfg.head_layers):
+                layers += [nn.Linear(n_in if i == 0 else cfg.head_hidden, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            self.fc = nn.Sequential(*layers, nn.Linear(cfg.head_hidden, cfg.n_outputs))
         else:
             self.fc = nn.Linear(n_in, cfg.n_outputs)
 

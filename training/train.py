@@ -58,7 +58,7 @@ def net_config(prep: Prepared, cfg: dict) -> NetConfig:
     m = cfg["model"]
     return NetConfig(in_channels=len(prep.decays), canvas=tuple(prep.canvas), kind=cfg["kind"],
                      n_outputs=prep.n_outputs if cfg["kind"] == "decoder" else 0, widths=list(m["widths"]),
-                     head_hidden=m["head_hidden"], dropout=m["dropout"], likelihood=m["likelihood"])
+                     head_hidden=m["head_hidden"], head_layers=m["head_layers"], dropout=m["dropout"], likelihood=m["likelihood"])
 
 
 def build_model(prep: Prepared, cfg: dict) -> Model:

@@ -1,0 +1,140 @@
+"""Training end to end on a small synthetic session, and the bad inputs that must be one clear line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from rt_decoder.cli import main  # noqa: E402
+from rt_decoder.errors import ConfigError  # noqa: E402
+from rt_decoder.recording import Recording, save_npz  # noqa: E402
+from training.config import DEFAULTS, _merge, load_config, validate  # noqa: E402
+from training.data import prepare  # noqa: E402
+
+SMALL = """
+name: small
+lag_bins: 0
+retention: {decays: [0.0, 0.5, 0.875, 0.96875], quantizer: levels, levels: 4}
+model: {widths: [8], head_hidden: 64, dropout: 0.1}
+training: {batch_size: 128, lr: 0.003, max_epochs: 30, patience: 30, seed: 0}
+"""
+
+
+def _cli(argv, capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _session(tmp_path, minutes: float = 3.0):
+    from rt_decoder.simulate import simulate_session
+
+    rec = simulate_session(minutes=minutes, channels=40, bin_s=0.05, seed=3)
+    return save_npz(rec, tmp_path / "sim.npz"), rec
+
+
+def test_short_training_beats_wiener_and_writes_schema(tmp_path, capsys):
+    data, rec = _session(tmp_path)
+    (tmp_path / "small.yaml").write_text(SMALL)
+    out = tmp_path / "run"
+    code, stdout, err = _cli(["train", "--config", str(tmp_path / "small.yaml"), "--data", str(data),
+                              "--out", str(out)], capsys)
+    assert code == 0, err
+    for f in ("model.onnx", "metrics.json", "wiener.onnx", "kalman.onnx", "checkpoint.pt"):
+        assert (out / f).exists(), f
+    m = json.loads((out / "metrics.json").read_text())
+    K = rec.behavior.shape[1]
+    assert m["outputs"] == rec.behavior_names and m["bin_s"] == pytest.approx(0.05) and m["lag_bins"] == 0
+    assert set(m["split"]) == {"train", "val", "test"} and m["split"]["test"][1] == rec.n_bins
+    assert m["split"]["train"][1] == m["split"]["val"][0] and m["split"]["val"][1] == m["split"]["test"][0]
+    for block in (m["model"], m["baselines"]["wiener"], m["baselines"]["kalman"]):
+        assert all(len(block[k]) == K for k in ("r2", "rmse", "corr"))
+    assert m["train_seconds"] > 0 and len(m["data_sha256"]) == 64
+    ours, wiener = np.mean(m["model"]["r2"]), np.mean(m["baselines"]["wiener"]["r2"])
+    assert ours > wiener, (m["model"]["r2"], m["baselines"]["wiener"]["r2"])
+    # the card carries the same test metrics
+    from rt_decoder.model_card import read_card
+
+    assert read_card(out / "model.onnx").metrics["r2"] == m["model"]["r2"]
+
+
+def test_resume_continues_from_checkpoint(tmp_path, capsys):
+    data, _ = _session(tmp_path, minutes=1.5)
+    cfg = SMALL.replace("max_epochs: 30, patience: 30", "max_epochs: 2, patience: 5")
+    (tmp_path / "a.yaml").write_text(cfg)
+    out = tmp_path / "run"
+    args = ["train", "--config", str(tmp_path / "a.yaml"), "--data", str(data), "--out", str(out), "--no-baselines"]
+    assert _cli(args, capsys)[0] == 0
+    (tmp_path / "a.yaml").write_text(cfg.replace("max_epochs: 2", "max_epochs: 3"))
+    code, _, err = _cli(args + ["--resume"], capsys)
+    assert code == 0 and "resumed from" in err and "at epoch 2" in err
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("model: {widths: [16, 32]\n", "not valid YAML"),
+    ("trainng: {lr: 0.1}\n", "unknown key 'trainng'"),
+    ("training: {lr: fast}\n", "training.lr must be a number"),
+    ("retention: {decays: [0.5, 1.5]}\n", "retention.decays"),
+    ("kind: classifier\n", "kind must be one of"),
+    ("- just\n- a list\n", "a config is a mapping"),
+])
+def test_bad_config_is_one_line_naming_file_and_key(tmp_path, capsys, text, needle):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert needle in str(e.value) and str(cfg) in str(e.value)
+    code, _, err = _cli(["train", "--config", str(cfg), "--data", "x.npz"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err and needle in err
+
+
+def test_missing_config_and_missing_data_are_one_line(tmp_path, capsys):
+    code, _, err = _cli(["train", "--config", str(tmp_path / "none.yaml")], capsys)
+    assert code == 2 and "no such config file" in err and err.count("\n") == 1
+    (tmp_path / "c.yaml").write_text("name: c\n")
+    code, _, err = _cli(["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "no data" in err and err.count("\n") == 1
+
+
+def test_data_shorter_than_needed_is_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rec = Recording(counts=rng.poisson(1, (120, 10)), bin_s=0.05, behavior=rng.normal(size=(120, 2)))
+    data = save_npz(rec, tmp_path / "short.npz")
+    (tmp_path / "c.yaml").write_text("name: c\n")
+    code, _, err = _cli(["train", "--config", str(tmp_path / "c.yaml"), "--data", str(data),
+                         "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "too few to train" in err and "short.npz" in err
+
+
+def test_nan_behaviour_rows_are_excluded_and_counted():
+    rng = np.random.default_rng(1)
+    T = 1000
+    y = rng.normal(size=(T, 2))
+    y[[5, 50, 500, 900], 0] = np.nan
+    rec = Recording(counts=rng.poisson(1, (T, 10)), bin_s=0.05, behavior=y, source="<nan>")
+    cfg = validate(_merge(DEFAULTS, {}, "<t>"), "<t>")
+    prep = prepare(rec, cfg)
+    assert prep.nan_rows == 4
+    assert np.isfinite(prep.out_mean).all() and np.isfinite(prep.out_std).all()
+    import torch
+
+    from training.model import Net, NetConfig
+
+    net = Net(NetConfig(in_channels=3, canvas=prep.canvas, n_outputs=2, widths=[4], head_hidden=0))
+    target = torch.as_tensor(prep.target[:64])
+    loss = net.loss(net(torch.zeros(64, 3, *prep.canvas)), target, torch.isfinite(target))
+    assert torch.isfinite(loss)
+
+
+def test_decoder_on_recording_without_behaviour_is_one_line(tmp_path, capsys):
+    rec = Recording(counts=np.random.default_rng(0).poisson(1, (2000, 10)), bin_s=0.05)
+    data = save_npz(rec, tmp_path / "nobeh.npz")
+    (tmp_path / "c.yaml").write_text("name: c\n")
+    code, _, err = _cli(["train", "--config", str(tmp_path / "c.yaml"), "--data", str(data),
+                         "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "no behaviour" in err and err.count("\n") == 1
