@@ -49,6 +49,8 @@ def _common(p: argparse.ArgumentParser, bins: int) -> None:
 
 def add_latency_arguments(p: argparse.ArgumentParser) -> None:
     _common(p, bins=10000)
+    p.add_argument("--floor", action="store_true",
+                   help="measure the LSL floor instead: a bare pylsl echo process in place of the runtime")
 
 
 def add_throughput_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,6 +104,10 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
                    "--resolve-timeout", "60", "--priority", args.priority]
         if args.log:
             run_cmd += ["--log", str(args.log)]
+        if getattr(args, "floor", False):  # the same plumbing with a bare pylsl echo instead of the runtime
+            run_cmd = [sys.executable, "-m", "rt_decoder.runtime.bench", "echo", f"{name}-spikes", f"{name}-dec",
+                       f"{name}-stats", str(card.n_outputs), str(summary_path), args.priority]
+            label = "LSL floor: a bare pylsl echo (pull -> push, no binning, no model) in place of the runtime"
         warmup = int(round(args.warmup_s * speed / card.bin_s))
         need = args.bins + warmup
         seconds = need * card.bin_s / speed
@@ -239,3 +245,47 @@ def run_throughput(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(r | {"goals": dict(goals)}, indent=2))
     return 0
+
+
+def echo(inp: str, out: str, stats: str, k: int, summary_path: str, priority: str) -> None:
+    """The floor: pull each sample and push K floats with its timestamp at once (what any LSL
+    relay costs on this machine, with none of the runtime's work)."""
+    import signal as _signal
+
+    from . import lsl as L
+    from .priority import quiet_gc, raise_priority
+
+    raise_priority(priority)
+    lsl = L.pylsl()
+    o = L.make_outlet(out, "Kinematics", [f"y{i}" for i in range(k)], 0.0)
+    so = L.make_outlet(stats, "DecoderStats", ["bin_index", "latency_ms", "backlog", "deadline_miss", "skipped", "gap_bins"], 0.0)
+    info = lsl.resolve_byprop("name", inp, 1, 60.0)[0]
+    inlet = lsl.StreamInlet(info, max_buflen=60, recover=False)
+    inlet.open_stream(5.0)
+    buf = np.empty((1024, info.channel_count()), np.int32)
+    y = np.zeros(k, np.float32)
+    stop: list[int] = []
+    _signal.signal(_signal.SIGINT, lambda *_: stop.append(1))
+    lat: list[float] = []
+    quiet_gc()
+    i = 0
+    while not stop:
+        try:
+            _, ts = inlet.pull_chunk(timeout=0.05, max_samples=1024, dest_obj=buf, min_samples=1, as_numpy=True)
+        except Exception:
+            break
+        for t in ts:
+            o.push_sample(y, t)
+            d = (lsl.local_clock() - t) * 1000.0
+            lat.append(d)
+            so.push_sample([i, d, 0, 0, 0, 0], t)
+            i += 1
+    a = np.asarray(lat) if lat else np.zeros(1)
+    Path(summary_path).write_text(json.dumps({
+        "bins": i, "predictions": i, "skipped": 0, "misses": 0, "gap_bins": 0, "max_backlog": 0,
+        "latency_ms": {"p50": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(a.max())},
+        "priority": priority, "providers": []}))
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "echo":
+    echo(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7])
