@@ -83,11 +83,15 @@ class CountsBinner:
         self.counters = {"nan": 0, "negative": 0, "clipped": 0}
         self._reanchor = True
 
-    def anchor(self, origin: float | None, rate: float | None = None) -> None:
-        """A (re)connected source: its bin grid origin (local clock) if it publishes one."""
+    def anchor(self, origin: float | None, rate: float | None = None, bin_s: float | None = None) -> None:
+        """A (re)connected source: its bin grid origin (local clock) if it publishes one, and its
+        rate (a restarted source may run at another rate that still divides the bin)."""
         self.origin = origin
         if rate:
             self.rate = rate
+        if bin_s:
+            self.bin_s = bin_s
+        self.factor = int(round(self.bin_s * self.rate))
         self._reanchor = True
 
     def next_deadline(self) -> float | None:

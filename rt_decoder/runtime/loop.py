@@ -189,7 +189,7 @@ class Runtime:
             return self.binner.anchor(origin, now, B / m["speed"])
         if not isinstance(self.binner, CountsBinner):
             self.binner = CountsBinner(self.card.n_channels, B / m["speed"], m["rate"] * m["speed"], self.max_count)
-        self.binner.anchor(origin, m["rate"] * m["speed"])
+        self.binner.anchor(origin, m["rate"] * m["speed"], B / m["speed"])
         return []
 
     def _close_input(self) -> None:

@@ -148,17 +148,20 @@ def make_outlet(name: str, type_: str, labels: list[str], rate: float, fmt: str 
 
 class ClockOffset:
     """LSL time_correction for one inlet, refreshed in the background (the first call blocks up
-    to a second, so it never stalls the loop). Streams from this host start at 0."""
+    to a second, so it never stalls the loop). A stream from this host shares our clock
+    (liblsl's local_clock is the machine's steady clock), so its offset is exactly 0 and is not
+    measured: a measured offset there is only noise that would jitter the event bin grid."""
 
     def __init__(self, inlet: Any, info: Any, every_s: float = 5.0) -> None:
         self.inlet = inlet
         self.value = 0.0
         self._stop = threading.Event()
         self.remote = info.hostname() != socket.gethostname()
+        self._thread: threading.Thread | None = None
         if self.remote:
             self._measure(timeout=2.0)
-        self._thread = threading.Thread(target=self._loop, args=(every_s,), daemon=True, name="lsl-clock-offset")
-        self._thread.start()
+            self._thread = threading.Thread(target=self._loop, args=(every_s,), daemon=True, name="lsl-clock-offset")
+            self._thread.start()
 
     def _measure(self, timeout: float) -> None:
         try:
@@ -167,12 +170,11 @@ class ClockOffset:
             pass
 
     def _loop(self, every_s: float) -> None:
-        wait = 0.0
-        while not self._stop.wait(wait):
+        while not self._stop.wait(every_s):
             self._measure(timeout=0.5)
-            wait = every_s
 
     def close(self) -> None:
         """Stop refreshing; waits for a call in flight so the inlet can be destroyed safely."""
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
