@@ -138,3 +138,25 @@ def test_decoder_on_recording_without_behaviour_is_one_line(tmp_path, capsys):
     code, _, err = _cli(["train", "--config", str(tmp_path / "c.yaml"), "--data", str(data),
                          "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "no behaviour" in err and err.count("\n") == 1
+
+
+def test_generative_targets_line_up_with_pixels_under_similarity_layout():
+    """The loss reads logits at occupied pixels; targets must be in the same (pixel) order."""
+    import torch
+
+    from training.train import Batches, build_model, to_image
+
+    rng = np.random.default_rng(4)
+    base = rng.poisson(0.5, (1500, 1))
+    counts = rng.poisson(0.3, (1500, 30)) + base * (np.arange(30) % 3 == 0)   # correlated group -> a shuffled layout
+    rec = Recording(counts=counts, bin_s=0.05, source="<gen>")
+    cfg = validate(_merge(DEFAULTS, {"kind": "generative", "retention": {"layout": "similarity"},
+                                     "model": {"widths": [4]}}, "<t>"), "<t>")
+    prep = prepare(rec, cfg)
+    assert not np.array_equal(np.argsort(prep.pixels), np.arange(30))
+    batches = Batches(prep, cfg, build_model(prep, cfg), torch.Generator().manual_seed(0))
+    rows = torch.arange(100, 164)
+    y_channels = torch.as_tensor(rec.counts[101:165], dtype=torch.float32)          # next-bin counts, channel order
+    image = to_image(y_channels[:, None], torch.as_tensor(prep.pixels), prep.canvas)
+    picked = image.flatten(1)[:, batches.mask(None)]
+    np.testing.assert_array_equal(picked.numpy(), batches.target[rows].numpy())

@@ -87,6 +87,20 @@ def transfer_unet(model: Model, path: str) -> int:
     return len(take)
 
 
+def init_rates(model: Model, prep: Prepared) -> None:
+    """Start each pixel's bias at its neuron's training rate (logit or log), so the network learns
+    what history adds to the base rate instead of spending its first thousand steps finding it."""
+    a, b = prep.split["train"]
+    x = prep.rec.counts[a:b]
+    lik = model.net.cfg.likelihood
+    rate = (x.mean(axis=0) if lik == "poisson" else (x > 0).mean(axis=0)).clip(1e-4, 1 - 1e-4)
+    value = np.log(rate) if lik == "poisson" else np.log(rate / (1 - rate))
+    with torch.no_grad():
+        flat = model.net.head.bias.view(-1)
+        flat.fill_(float(value.min()))
+        flat[torch.as_tensor(prep.pixels)] = torch.as_tensor(value, dtype=flat.dtype)
+
+
 class Batches:
     """Yields (zeta image, target, mask) mini-batches for one epoch, in either mode."""
 
@@ -96,8 +110,10 @@ class Batches:
         self.pixels = torch.as_tensor(prep.pixels)
         self.occupied = torch.zeros(prep.canvas[0] * prep.canvas[1], dtype=torch.bool)
         self.occupied[self.pixels] = True
-        self.target = torch.as_tensor(prep.target)
         self.decoder = cfg["kind"] == "decoder"
+        # generative targets in pixel order: the loss reads logits at occupied pixels, ascending
+        order = slice(None) if self.decoder else np.argsort(prep.pixels)
+        self.target = torch.as_tensor(prep.target[:, order])
         a, b = prep.split["train"]
         self.train_rows = torch.as_tensor(np.flatnonzero(prep.valid[a:b]) + a)
         self.batch_size = t["batch_size"]
@@ -202,10 +218,15 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     if t["init_from"] and not resume:
         n = transfer_unet(model, t["init_from"])
         log(f"initialised {n} UNet tensors from {t['init_from']}")
+    if cfg["kind"] == "generative" and not resume:
+        init_rates(model, prep)
     batches = Batches(prep, cfg, model, gen)
     if len(batches) == 0:
         raise DataError(where(prep.rec.source, "no valid training rows (all behaviour NaN?)"))
-    opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1 and n != "net.head.bias"]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() > 1 and n != "net.head.bias")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]}, {"params": rest, "weight_decay": 0.0}],
+                            lr=t["lr"])
     steps_per_epoch = len(batches)
     total = t["max_epochs"] * steps_per_epoch
     warm = max(1, t["warmup_epochs"] * steps_per_epoch)
