@@ -80,9 +80,11 @@ def test_learned_quantizer_graph_equals_torch(tmp_path):
         np.testing.assert_allclose(sm.state["zeta"][0], want[k], atol=1e-6, rtol=0)
 
 
-def test_generative_graph_gives_sigmoid_of_pixel_logits(tmp_path):
+@pytest.mark.parametrize("likelihood", ["bernoulli", "poisson"])
+def test_generative_graph_gives_link_of_pixel_logits(tmp_path, likelihood):
     rec = _poisson_rec(T=300, D=30)
-    cfg = _cfg(kind="generative", model={"widths": [8, 16]})
+    cfg = _cfg(kind="generative", model={"widths": [8, 16], "likelihood": likelihood},
+               retention={"layout": "similarity"})
     prep = prepare(rec, cfg)
     torch.manual_seed(2)
     model = build_model(prep, cfg).eval()
@@ -91,7 +93,8 @@ def test_generative_graph_gives_sigmoid_of_pixel_logits(tmp_path):
     assert card_outputs == rec.channel_names
     pred = StepModel(tmp_path / "g.onnx").run(rec.counts)
     logits = _torch_outputs(model, prep, np.arange(rec.n_bins)).reshape(rec.n_bins, -1)[:, prep.pixels]
-    np.testing.assert_allclose(pred, 1 / (1 + np.exp(-logits)), atol=1e-5, rtol=0)
+    want = np.exp(logits) if likelihood == "poisson" else 1 / (1 + np.exp(-logits))
+    np.testing.assert_allclose(pred, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.realdata
