@@ -75,14 +75,17 @@ def test_config_file_and_flags(tmp_path, model_path):
     cfg.write_text("budget_ms: 7\nbogus: 1\n")
     line = _one_line(_run_cli(str(model_path), "--config", str(cfg)))
     assert "unknown option(s) bogus" in line
-    from rt_decoder.commands.run import resolve_options
+    from pathlib import Path
+
+    from rt_decoder.commands.run import DEFAULTS, resolve_options
 
     class A:
         config = None
     a = A()
-    for k in ("input", "resolve_timeout", "output", "stats", "budget_ms", "emit", "threads", "providers",
-              "grace_ms", "max_count", "zeta_stream", "reconnect_timeout", "status_every_s"):
+    for k in DEFAULTS:
         setattr(a, k, None)
     a.budget_ms = 2.5
     opts = resolve_options(a)
     assert opts["budget_ms"] == 2.5 and opts["emit"] == "asap" and np.isclose(opts["grace_ms"], 3.0)
+    a.config = Path(__file__).resolve().parents[1] / "configs" / "runtime.yaml"  # the shipped file is valid
+    assert resolve_options(a) == opts | {"budget_ms": 2.5}

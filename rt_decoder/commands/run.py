@@ -39,7 +39,8 @@ HELP = "decode a live LSL spike stream with a step model inside a fixed latency 
 
 DEFAULTS = {"input": None, "resolve_timeout": 10.0, "output": "rt-decoder", "stats": "rt-decoder-stats",
             "budget_ms": 5.0, "emit": "asap", "threads": 1, "providers": "auto", "grace_ms": 3.0,
-            "max_count": 1000.0, "zeta_stream": None, "reconnect_timeout": None, "status_every_s": 10.0}
+            "max_count": 1000.0, "zeta_stream": None, "reconnect_timeout": None, "status_every_s": 10.0,
+            "spin_ms": 1.0, "priority": "realtime"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,8 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="publish a ~10 Hz snapshot of the first zeta image (default name rt-decoder-zeta)")
     p.add_argument("--reconnect-timeout", type=float, help="give up when a lost input is not back after S seconds (default: wait)")
     p.add_argument("--status-every", dest="status_every_s", type=float, help="status line every S seconds (default 10; 0 = never)")
-    p.add_argument("--priority", choices=["realtime", "normal"], default="realtime",
+    p.add_argument("--priority", choices=["realtime", "normal"],
                    help="realtime: SCHED_FIFO for the loop thread when permitted, else normal (default realtime)")
+    p.add_argument("--spin-ms", type=float,
+                   help="poll without sleeping from S ms before each expected bin until S ms after it, so the "
+                        "bin meets a hot core: costs 2*S ms of CPU per bin (default 1; 0 = always sleep)")
     p.add_argument("--duration", type=float, help="stop after S seconds")
     p.add_argument("--max-bins", type=int, help="stop after N bins")
     p.add_argument("--plot", action="store_true", help="also start `rt-decoder plot` on the outputs in a separate process")
@@ -126,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
                  emit=opts["emit"], log_path=args.log, threads=opts["threads"], providers=opts["providers"],
                  resolve_timeout=opts["resolve_timeout"], grace_ms=opts["grace_ms"], max_count=opts["max_count"],
                  zeta_stream=opts["zeta_stream"], status_every_s=0.0 if args.quiet else opts["status_every_s"],
-                 reconnect_timeout=opts["reconnect_timeout"], priority=args.priority)
+                 reconnect_timeout=opts["reconnect_timeout"], priority=opts["priority"],
+                 spin_ms=opts["spin_ms"])
     plot: list[subprocess.Popen] = []
 
     def on_ready() -> None:

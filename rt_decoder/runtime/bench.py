@@ -42,6 +42,7 @@ def _common(p: argparse.ArgumentParser, bins: int) -> None:
     p.add_argument("--source-rate", type=float, help="replay counts at this rate (e.g. 1000) for the re-binning path")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads in the runtime")
     p.add_argument("--priority", choices=["realtime", "normal"], default="realtime", help="scheduling of replay and runtime")
+    p.add_argument("--spin-ms", type=float, default=1.0, help="the runtime's --spin-ms (poll around each expected bin; 0 = sleep)")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--log", type=Path, help="keep the runtime's session log here (per-bin timings)")
     p.add_argument("--warmup-s", type=float, default=1.0, help="seconds of predictions before the measured window")
@@ -55,7 +56,8 @@ def add_latency_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_throughput_arguments(p: argparse.ArgumentParser) -> None:
     _common(p, bins=20000)
-    p.add_argument("--speed", type=float, default=50.0, help="replay speed (50 x 20 ms bins = 2500 bins/s offered)")
+    p.add_argument("--rate", type=float, default=2500.0, help="bins/s offered (replay speed = rate x bin width)")
+    p.add_argument("--speed", type=float, help="replay speed instead of --rate")
     p.add_argument("--cpu", type=int, default=None, help="pin the runtime to this core (default: the last one)")
 
 
@@ -101,7 +103,7 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
         run_cmd = [sys.executable, "-m", "rt_decoder.cli", "run", str(model), "--input", f"{name}-spikes",
                    "--output", f"{name}-dec", "--stats", f"{name}-stats", "--budget-ms", str(args.budget_ms),
                    "--emit", args.emit, "--threads", str(args.threads), "--json", str(summary_path), "--quiet",
-                   "--resolve-timeout", "60", "--priority", args.priority]
+                   "--resolve-timeout", "60", "--priority", args.priority, "--spin-ms", str(args.spin_ms)]
         if args.log:
             run_cmd += ["--log", str(args.log)]
         if getattr(args, "floor", False):  # the same plumbing with a bare pylsl echo instead of the runtime
@@ -180,7 +182,7 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
     out: dict[str, Any] = {
         "model": label, "bins_measured": int(n), "warmup_bins": int(w), "bin_ms": card.bin_s * 1000,
         "channels": card.n_channels, "format": args.format, "source_rate": args.source_rate, "budget_ms": args.budget_ms,
-        "emit": args.emit, "speed": speed, "threads": args.threads, "priority": summary.get("priority"),
+        "emit": args.emit, "spin_ms": args.spin_ms, "speed": speed, "threads": args.threads, "priority": summary.get("priority"),
         "providers": summary.get("providers"),
         "consumer_latency_ms": {q: float(np.percentile(lat_ms, p)) if n else float("nan") for q, p in
                                 (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))} | {"max": float(lat_ms.max()) if n else float("nan")},
@@ -204,7 +206,7 @@ def _print(title: str, r: dict[str, Any], goals: list[tuple[str, bool]]) -> None
     print(f"  model      {r['model']}; providers {r['providers']}, {r['threads']} thread(s), {r['priority']} priority")
     rate = f" at {r['source_rate']:g} Hz" if r["source_rate"] else ""
     print(f"  input      {r['format']}{rate}, {r['channels']} ch, {r['bin_ms']:g} ms bins, speed {r['speed']:g}x, "
-          f"budget {r['budget_ms']:g} ms, emit {r['emit']}")
+          f"budget {r['budget_ms']:g} ms, emit {r['emit']}, spin {r['spin_ms']:g} ms")
     win = r["window"]
     print(f"  latency    bin close -> consumer, {r['bins_measured']} bins after {r['warmup_bins']} warm-up: p50 {lat['p50']:.3f}  "
           f"p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  p99.9 {lat['p99.9']:.3f}  max {lat['max']:.3f} ms")
@@ -235,7 +237,13 @@ def run_latency(args: argparse.Namespace) -> int:
 
 def run_throughput(args: argparse.Namespace) -> int:
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
-    r = _measure(args, speed=args.speed, pin=cpu)
+    speed = args.speed
+    if speed is None:
+        from ..model_card import read_card
+
+        bin_s = read_card(args.model).bin_s if args.model is not None else args.bin_ms / 1000.0
+        speed = args.rate * bin_s
+    r = _measure(args, speed=speed, pin=cpu)
     r["cpu"] = cpu
     b = r.get("backlog", {})
     goals = [(">= 1000 bins/s", r.get("bins_per_s", 0) >= 1000),

@@ -105,7 +105,7 @@ class Runtime:
                  emit: str = "asap", log_path: str | Path | None = None, threads: int = 1,
                  providers: str = "auto", resolve_timeout: float = 10.0, grace_ms: float = 3.0,
                  max_count: float = 1000.0, zeta_stream: str | None = None, status_every_s: float = 0.0,
-                 reconnect_timeout: float | None = None, priority: str = "normal") -> None:
+                 reconnect_timeout: float | None = None, priority: str = "normal", spin_ms: float = 0.0) -> None:
         if emit not in ("asap", "fixed"):
             raise StreamError(f"--emit must be asap or fixed, got {emit!r}")
         self.model = model if isinstance(model, StepModel) else StepModel(model, threads=threads, providers=providers)
@@ -122,6 +122,7 @@ class Runtime:
         self.status_every = status_every_s
         self.reconnect_timeout = reconnect_timeout
         self.priority = priority
+        self.spin = spin_ms / 1000.0
         self.advancer = StateAdvancer(self.model, threads=threads)
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -269,6 +270,14 @@ class Runtime:
                     timeout = min(timeout, max(0.0, dl - now))
                 if t_stop is not None:
                     timeout = min(timeout, max(0.0, t_stop - now))
+                if self.spin and self.binner.t_last_end is not None:
+                    # poll without blocking from `spin` before the next bin is due until `spin`
+                    # after: the core stays awake, so data is picked up and run on a hot cache
+                    due = self.binner.t_last_end + self.binner.bin_s
+                    if due - self.spin <= now <= due + self.spin:
+                        timeout = 0.0
+                    elif now < due - self.spin:
+                        timeout = min(timeout, due - self.spin - now)
                 try:
                     _, ts = self.inlet.pull_chunk(timeout=timeout, max_samples=len(self._buf), dest_obj=self._buf,
                                                   min_samples=1, as_numpy=True)
