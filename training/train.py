@@ -230,8 +230,17 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     steps_per_epoch = len(batches)
     total = t["max_epochs"] * steps_per_epoch
     warm = max(1, t["warmup_epochs"] * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    limit = time_limit if time_limit is not None else t["time_limit_s"]
+    clock = {"t0": time.perf_counter()}
+
+    def lr_factor(s: int) -> float:
+        """Linear warm-up, then cosine to zero at max_epochs or at the time limit, whichever comes first."""
+        frac = s / total
+        if limit is not None:
+            frac = max(frac, (time.perf_counter() - clock["t0"]) / limit)
+        return min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     epoch, best_val, bad, elapsed, history = 0, float("inf"), 0, 0.0, []
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     if resume and ckpt_path.exists():
@@ -246,8 +255,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
         epoch, best_val, bad, elapsed = ck["epoch"], ck["best_val"], ck["bad_epochs"], ck["elapsed"]
         best_state, history = ck["best_model"], json.loads(ck["history_json"])
         log(f"resumed from {ckpt_path} at epoch {epoch} (best val {best_val:.4f})")
-    limit = time_limit if time_limit is not None else t["time_limit_s"]
-    t0 = time.perf_counter() - elapsed
+    t0 = clock["t0"] = time.perf_counter() - elapsed
     stopped = "max epochs"
     bar = tqdm(total=t["max_epochs"], initial=epoch, desc=f"train {cfg['name']}", unit="epoch", file=sys.stderr)
     noise = t["input_noise"]
