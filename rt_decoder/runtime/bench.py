@@ -188,7 +188,7 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
                                 (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))} | {"max": float(lat_ms.max()) if n else float("nan")},
         "window": {"bins": int(len(sw)), "misses": total(3), "skipped": total(4), "gap_bins": total(5),
                    "max_backlog": int(sw[:, 2].max()) if len(sw) else 0},
-        "runtime_whole_run": {k: summary[k] for k in ("bins", "predictions", "skipped", "misses", "gap_bins", "max_backlog", "latency_ms")},
+        "runtime_whole_run": {k: summary[k] for k in ("bins", "predictions", "skipped", "misses", "misses_input_late", "gap_bins", "max_backlog", "latency_ms")},
     }
     if n > 1:
         recv = ts + lat
@@ -212,7 +212,8 @@ def _print(title: str, r: dict[str, Any], goals: list[tuple[str, bool]]) -> None
           f"p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  p99.9 {lat['p99.9']:.3f}  max {lat['max']:.3f} ms")
     print(f"  window     {win['bins']} bins: {win['misses']} misses, {win['skipped']} skipped, {win['gap_bins']} gap bins, "
           f"max backlog {win['max_backlog']}")
-    print(f"  whole run  {rt['bins']} bins, {rt['predictions']} predictions, {rt['skipped']} skipped, {rt['misses']} misses, "
+    print(f"  whole run  {rt['bins']} bins, {rt['predictions']} predictions, {rt['skipped']} skipped, {rt['misses']} misses "
+          f"({rt.get('misses_input_late', 0)} with the input already past its deadline on arrival), "
           f"max backlog {rt['max_backlog']} (warm-up included); runtime push latency p50 {rt['latency_ms']['p50']:.3f} "
           f"p99 {rt['latency_ms']['p99']:.3f} ms")
     if "bins_per_s" in r:
@@ -290,7 +291,7 @@ def echo(inp: str, out: str, stats: str, k: int, summary_path: str, priority: st
             i += 1
     a = np.asarray(lat) if lat else np.zeros(1)
     Path(summary_path).write_text(json.dumps({
-        "bins": i, "predictions": i, "skipped": 0, "misses": 0, "gap_bins": 0, "max_backlog": 0,
+        "bins": i, "predictions": i, "skipped": 0, "misses": 0, "misses_input_late": 0, "gap_bins": 0, "max_backlog": 0,
         "latency_ms": {"p50": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(a.max())},
         "priority": priority, "providers": []}))
 

@@ -129,6 +129,7 @@ class Runtime:
         self.queue: deque[Bin] = deque()
         self.n_bins = self.n_pred = self.skipped = self.misses = self.gap_bins = self.reconnects = 0
         self.max_backlog = 0
+        self.late_input = 0
         self.latencies = array("d")
         self.input_desc = ""
         self.inlet: Any = None
@@ -348,6 +349,8 @@ class Runtime:
                 if miss:
                     self.misses += 1
                     flags.append("miss")
+                    if t_seen > deadline:  # the bin reached us after its deadline: upstream, not us
+                        self.late_input += 1
             if self.stats_out is not None:
                 self.stats_out.push_sample([i, lat, backlog, self.misses, self.skipped, self.gap_bins], b.t_end)
             if self.zeta_out is not None and i % self._zeta_every == 0:
@@ -366,7 +369,7 @@ class Runtime:
 
         bad = dict(self.binner.counters) if self.binner is not None else {}
         return {"bins": self.n_bins, "predictions": self.n_pred, "skipped": self.skipped, "gap_bins": self.gap_bins,
-                "misses": self.misses, "reconnects": self.reconnects, "max_backlog": self.max_backlog,
+                "misses": self.misses, "misses_input_late": self.late_input, "reconnects": self.reconnects, "max_backlog": self.max_backlog,
                 "latency_ms": {"p50": pct(50), "p99": pct(99), "max": float(lat.max()) if lat.size else math.nan},
                 "bad_values": bad, "budget_ms": self.budget_ms, "emit": self.emit,
                 "providers": list(self.model.providers), "priority": self.priority, "input": self.input_desc}
@@ -377,5 +380,6 @@ def format_summary(s: dict[str, Any]) -> str:
     bad = ", ".join(f"{k} {v}" for k, v in s["bad_values"].items() if v) or "none"
     return (f"{s['bins']} bins, {s['predictions']} predictions, {s['skipped']} skipped, {s['gap_bins']} gap bins, "
             f"{s['reconnects']} reconnects; latency p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms, "
-            f"max {lat['max']:.3f} ms; {s['misses']} deadline misses at {s['budget_ms']:g} ms ({s['emit']}); "
+            f"max {lat['max']:.3f} ms; {s['misses']} deadline misses at {s['budget_ms']:g} ms ({s['emit']}; "
+            f"{s['misses_input_late']} with the input already late); "
             f"bad values: {bad}; providers {','.join(s['providers'])}")
