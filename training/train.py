@@ -152,7 +152,6 @@ class Batches:
             return
         # online: every stream starts at a random offset so windows differ between epochs
         lag = self.cfg["lag_bins"] if self.decoder else 0
-        L = min(e - s for s, e in self.streams)
         shift = int(torch.randint(0, max(1, self.window), (1,), generator=self.gen))
         starts = [s + min(shift, e - s - 1) for s, e in self.streams]
         L = min(e - st for (s, e), st in zip(self.streams, starts))
