@@ -254,6 +254,8 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
         epoch, best_val, bad, elapsed = ck["epoch"], ck["best_val"], ck["bad_epochs"], ck["elapsed"]
         best_state, history = ck["best_model"], json.loads(ck["history_json"])
         log(f"resumed from {ckpt_path} at epoch {epoch} (best val {best_val:.4f})")
+    elif resume:
+        log(f"--resume: no checkpoint at {ckpt_path} yet; starting from scratch")
     t0 = clock["t0"] = time.perf_counter() - elapsed
     stopped = "max epochs"
     bar = tqdm(total=t["max_epochs"], initial=epoch, desc=f"train {cfg['name']}", unit="epoch", file=sys.stderr)
