@@ -61,7 +61,7 @@ def add_throughput_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu", type=int, default=None, help="pin the runtime to this core (default: the last one)")
 
 
-def _setup(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Any]:
+def _setup(args: argparse.Namespace, work: Path, speed: float) -> tuple[Path, Path, Any]:
     from ..model_card import read_card
     from ..recording import save_npz
     from .player import load_for_replay
@@ -79,7 +79,6 @@ def _setup(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Any]:
         rec, _ = load_for_replay(args.data, card.bin_s * 1000.0)
         data = args.data
     else:
-        speed = getattr(args, "speed", 1.0)
         n = min(args.bins + int((10 + args.warmup_s) * speed / card.bin_s), 200000)
         rec = poisson_recording(n, card.n_channels, bin_s=card.bin_s, seed=0)
         data = save_npz(rec, work / "bench.npz")
@@ -97,7 +96,7 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
 
     with tempfile.TemporaryDirectory(prefix="rt-bench-") as tmp:
         work = Path(tmp)
-        model, data, (card, label, rec) = _setup(args, work)
+        model, data, (card, label, rec) = _setup(args, work, speed)
         name = "bench-" + uuid.uuid4().hex[:8]
         summary_path = work / "summary.json"
         run_cmd = [sys.executable, "-m", "rt_decoder.cli", "run", str(model), "--input", f"{name}-spikes",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from array import array
@@ -55,6 +56,8 @@ def wait_until(t: float, clock, spin: float = 0.0) -> None:
             return
         if rem > spin:
             time.sleep(rem - spin)
+        else:
+            os.sched_yield()
 
 
 def check_input(info: Any, model: StepModel) -> dict[str, Any]:
@@ -274,7 +277,7 @@ class Runtime:
                     timeout = min(timeout, max(0.0, dl - now))
                 if t_stop is not None:
                     timeout = min(timeout, max(0.0, t_stop - now))
-                if self.spin and self.binner.t_last_end is not None:
+                if self.spin and self.binner.t_last_end is not None and self.binner.bin_s > 4 * self.spin:
                     # poll without blocking from `spin` before the next bin is due until `spin`
                     # after: the core stays awake, so data is picked up and run on a hot cache
                     due = self.binner.t_last_end + self.binner.bin_s
@@ -293,6 +296,8 @@ class Runtime:
                 bins = []
                 if len(ts):
                     bins = self.binner.feed(self._buf[: len(ts)], ts + self.clock_offset.value)
+                elif timeout == 0.0:
+                    os.sched_yield()  # spinning at FIFO priority must let liblsl's receiver threads run
                 bins += self.binner.poll(clock())
                 if bins:
                     self._process(bins, clock, max_bins)
