@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for spreading counts into events / sub-bins")
     p.add_argument("--priority", choices=["realtime", "normal"], default="realtime",
                    help="realtime: SCHED_FIFO for the pushing thread when permitted (default realtime)")
+    p.add_argument("--spin-ms", type=float, default=1.0,
+                   help="with realtime priority, poll the clock the last S ms before each push (default 1; 0 = sleep)")
     p.add_argument("--source-id", help="LSL source_id prefix (default rt-decoder-replay:<name>; keep it to let runtimes reconnect)")
 
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     start = start_bin_for(rec, args.start_s, args.split)
     player = Player(rec, name=args.name, fmt=args.format, speed=args.speed, loop=args.loop, duration_s=args.duration,
                     start_bin=start, source_rate=args.source_rate, seed=args.seed, spikes=spikes, source_id=args.source_id,
-                    priority=args.priority)
+                    priority=args.priority, spin_ms=args.spin_ms)
     streams = [f"{args.name}-spikes ({'SpikeEvents' if args.format == 'events' else 'SpikeCounts'})",
                *([f"{args.name}-behavior"] if rec.behavior is not None else []), f"{args.name}-markers"]
     print(f"rt-decoder replay: {args.file}: {rec.n_bins - start} bins of {rec.bin_s * 1000:g} ms, {rec.n_channels} channels"

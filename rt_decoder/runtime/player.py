@@ -21,6 +21,7 @@ generator per bin, so a replay is reproducible and loops identically.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ class Player:
                  loop: bool = False, duration_s: float | None = None, start_bin: int = 0,
                  source_rate: float | None = None, seed: int = 0,
                  spikes: tuple[np.ndarray, np.ndarray, float] | None = None, source_id: str | None = None,
-                 priority: str = "normal") -> None:
+                 priority: str = "normal", spin_ms: float = 0.0) -> None:
         if not isinstance(rec, Recording):
             rec, spikes = load_for_replay(rec)
         rec.validate()
@@ -97,6 +98,7 @@ class Player:
             self.factor = int(round(f))
         self.seed = seed
         self.priority = priority
+        self.spin = spin_ms / 1000.0
         self._spikes = self._index_spikes(spikes) if (fmt == "events" and spikes is not None) else None
         lsl = L.pylsl()
         self.origin = lsl.local_clock()
@@ -205,18 +207,22 @@ class Player:
         T0, Bs = self.t0, self.Bs
         n = 0
         per_wake = max(1, math.ceil(0.001 / Bs - 1e-9))  # fast replays: wake at most every ~1 ms
+        spin = self.spin if (self.priority == "realtime" and Bs > 4 * self.spin) else 0.0
         try:
             self.markers_out.push_sample(["replay_start"], T0)
             while not self._stop.is_set() and (self.n_total is None or n < self.n_total):
                 target = T0 + (n + per_wake) * Bs
                 rem = target - clock()
                 if rem > 0:
-                    # sleep, never spin: on a loaded machine a spinning thread gets preempted
-                    # (p99 ~4 ms late) while a sleeping one wakes ~0.1 ms late
-                    if self._stop.wait(rem):
+                    # sleep; spin (yielding) only the last `spin` s and only at real-time priority:
+                    # a normal thread that spins is preempted (p99 ~4 ms late on a busy machine)
+                    if self._stop.wait(max(0.0, rem - spin)):
                         break
                     while clock() < target:
-                        time.sleep(target - clock())
+                        if spin:
+                            os.sched_yield()
+                        else:
+                            time.sleep(target - clock())
                 now = clock()
                 self.lateness.append(now - target)
                 n1 = min(n + per_wake + int((now - target) // Bs), n + 5000)
