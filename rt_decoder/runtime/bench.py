@@ -31,8 +31,8 @@ THROUGHPUT_HELP = "sustained bins/s of the runtime on one core: replay far faste
 
 
 def _common(p: argparse.ArgumentParser, bins: int) -> None:
-    p.add_argument("--model", type=Path, help="step graph to run (default: a retention_linear model built for the run)")
-    p.add_argument("--data", type=Path, help="replay this recording (default: random Poisson counts)")
+    p.add_argument("--model", type=Path, help="step graph to run; None: a retention_linear model built for the run")
+    p.add_argument("--data", type=Path, help="replay this recording; None: random Poisson counts")
     p.add_argument("--bins", type=int, default=bins, help="bins to measure")
     p.add_argument("--bin-ms", type=float, default=20.0, help="bin width when building the model")
     p.add_argument("--channels", type=int, default=96, help="channels when building the model")
