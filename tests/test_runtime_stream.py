@@ -191,3 +191,8 @@ def test_emit_fixed_holds_latency_constant(model_path, tmp_path):
     assert p99 - p50 < 1.0, (p50, p99)
     _, _, seen = dec.data()
     assert len(seen) >= 90 and np.median(seen) * 1000 >= 5.0  # never seen before its deadline
+    # the CLI defaults (real-time priority, spin, a throw-away warm-up step before each bin)
+    # leave the predictions exactly those of the offline step graph
+    idx, pred = _predictions_by_bin(dec, player, rec.n_bins)
+    np.testing.assert_allclose(pred, StepModel(model_path).run(rec.counts)[idx], atol=1e-6, rtol=0)
+    assert rerun_log(model_path, log_path)["exact"]

@@ -43,6 +43,7 @@ def _common(p: argparse.ArgumentParser, bins: int) -> None:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads in the runtime")
     p.add_argument("--priority", choices=["realtime", "normal"], default="realtime", help="scheduling of replay and runtime")
     p.add_argument("--spin-ms", type=float, default=1.0, help="the runtime's --spin-ms (poll around each expected bin; 0 = sleep)")
+    p.add_argument("--no-keep-warm", action="store_true", help="pass --no-keep-warm to the runtime")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--log", type=Path, help="keep the runtime's session log here (per-bin timings)")
     p.add_argument("--warmup-s", type=float, default=1.0, help="seconds of predictions before the measured window")
@@ -103,6 +104,8 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
                    "--output", f"{name}-dec", "--stats", f"{name}-stats", "--budget-ms", str(args.budget_ms),
                    "--emit", args.emit, "--threads", str(args.threads), "--json", str(summary_path), "--quiet",
                    "--resolve-timeout", "60", "--priority", args.priority, "--spin-ms", str(args.spin_ms)]
+        if args.no_keep_warm:
+            run_cmd.append("--no-keep-warm")
         if args.log:
             run_cmd += ["--log", str(args.log)]
         if getattr(args, "floor", False):  # the same plumbing with a bare pylsl echo instead of the runtime
