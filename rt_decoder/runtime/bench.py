@@ -31,6 +31,9 @@ THROUGHPUT_HELP = "sustained bins/s of the runtime on one core: replay far faste
 
 
 def _common(p: argparse.ArgumentParser, bins: int) -> None:
+    p.add_argument("--arch-from", type=Path, metavar="MODEL",
+                   help="time MODEL's network (e.g. a trained UNet) behind a front-end with --channels and --bin-ms "
+                        "(same compute, weights not meaningful for the data)")
     p.add_argument("--model", type=Path, help="step graph to run; None: a retention_linear model built for the run")
     p.add_argument("--data", type=Path, help="replay this recording; None: random Poisson counts")
     p.add_argument("--bins", type=int, default=bins, help="bins to measure")
@@ -68,7 +71,12 @@ def _setup(args: argparse.Namespace, work: Path, speed: float) -> tuple[Path, Pa
     from .player import load_for_replay
     from .probe import linear_model, poisson_recording
 
-    if args.model is not None:
+    if getattr(args, "arch_from", None) is not None:
+        model = rewrap(args.arch_from, work / "arch.onnx", args.channels, args.bin_ms / 1000.0)
+        card = read_card(model)
+        label = (f"{args.arch_from.name}'s network ({card.model_type}, decays {card.decays}) behind a "
+                 f"{card.n_channels} ch, {card.bin_s * 1000:g} ms front-end")
+    elif args.model is not None:
         model = args.model
         card = read_card(model)
         label = f"{model} ({card.model_type}, {card.n_channels} ch, {card.bin_s * 1000:g} ms bins)"
@@ -88,6 +96,33 @@ def _setup(args: argparse.Namespace, work: Path, speed: float) -> tuple[Path, Pa
 
         raise DataError(f"{args.data}: {rec.n_channels} channels, the model expects {card.n_channels}")
     return model, data, (card, label, rec)
+
+
+def rewrap(src: Path, dst: Path, n_channels: int, bin_s: float) -> Path:
+    """The network of a retention step graph behind a new front-end (channels, bin width): the
+    same per-bin compute at the geometry a benchmark asks for."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.utils import Extractor
+
+    from ..layout import default_canvas, raster_layout
+    from ..model_card import StateSpec, read_card
+    from ..step_graph import build_retention_model, save
+
+    card = read_card(src)
+    proto = onnx.load(str(src))
+    H, W = card.canvas
+    if default_canvas(n_channels) != (H, W) and n_channels > H * W:
+        raise ValueError(f"{n_channels} channels do not fit {src}'s {H}x{W} canvas")
+    net_in = next(n.output[0] for n in proto.graph.node if n.op_type == "Identity" and n.output[0].startswith("net_"))
+    net = Extractor(onnx.shape_inference.infer_shapes(proto)).extract_model([net_in], ["net_out"])
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    card.channel_names = [f"ch{i:03d}" for i in range(n_channels)]
+    card.layout = {"kind": "raster", "pixels": raster_layout(n_channels, (H, W)).tolist()}
+    card.bin_s = bin_s
+    card.states = [StateSpec(s.name, s.shape) for s in card.states]
+    save(build_retention_model(card, network=net, out_mean=inits["dn_mean"].ravel(), out_std=inits["dn_std"].ravel()), dst)
+    return dst
 
 
 def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[str, Any]:
