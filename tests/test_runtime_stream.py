@@ -196,3 +196,28 @@ def test_emit_fixed_holds_latency_constant(model_path, tmp_path):
     idx, pred = _predictions_by_bin(dec, player, rec.n_bins)
     np.testing.assert_allclose(pred, StepModel(model_path).run(rec.counts)[idx], atol=1e-6, rtol=0)
     assert rerun_log(model_path, log_path)["exact"]
+
+
+def test_reset_zeroes_the_state_and_is_logged(model_path, tmp_path):
+    name = _name()
+    lsl = L.pylsl()
+    out = _counts_outlet(name)
+    x = np.random.default_rng(8).poisson(0.6, size=(20, D)).astype(np.int32)
+    rt = Runtime(model_path, f"{name}-spikes", output=f"{name}-dec", stats=None, budget_ms=1000.0,
+                 log_path=tmp_path / "s.jsonl")
+    th = RuntimeThread(rt).start()
+    dec = Consumer(f"{name}-dec")
+    out.wait_for_consumers(5.0)
+    t0 = lsl.local_clock()
+    out.push_chunk(x[:10], [t0 + (i + 1) * B for i in range(10)])
+    assert dec.wait_for(10, 5.0)
+    rt.reset()
+    out.push_chunk(x[10:], [t0 + (i + 11) * B for i in range(10)])
+    assert dec.wait_for(20, 5.0)
+    summary = th.join()
+    dec.stop()
+    got, _, _ = dec.data()
+    ref = StepModel(model_path)
+    want = np.vstack([ref.run(x[:10]), (ref.reset(), ref.run(x[10:]))[1]])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert summary["resets"] == 1 and rerun_log(model_path, tmp_path / "s.jsonl")["exact"]

@@ -136,6 +136,8 @@ class Runtime:
         self._zeros = np.zeros(self.card.n_channels, np.float32)
         self.ready = threading.Event()
         self._stop = threading.Event()
+        self._reset = threading.Event()
+        self.resets = 0
         self.queue: deque[Bin] = deque()
         self.n_bins = self.n_pred = self.skipped = self.misses = self.gap_bins = self.reconnects = 0
         self.max_backlog = 0
@@ -150,6 +152,11 @@ class Runtime:
     def stop(self) -> None:
         """Ask the loop to finish the bin in hand and return (thread- and signal-safe)."""
         self._stop.set()
+
+    def reset(self) -> None:
+        """Zero the model state before the next bin (a new block or subject; thread-safe).
+        The session log records it, so a re-run resets at the same bin."""
+        self._reset.set()
 
     @property
     def stopped(self) -> bool:
@@ -342,6 +349,12 @@ class Runtime:
             b = self.queue.popleft()
             i = self.n_bins
             self.n_bins += 1
+            if self._reset.is_set():
+                self._reset.clear()
+                model.reset()
+                self.resets += 1
+                if self._session_log is not None:
+                    self._session_log.event("reset", b.t_end, before_bin=i)
             backlog = len(self.queue)
             self.max_backlog = max(self.max_backlog, backlog)
             deadline = b.t_end + self.budget
@@ -391,7 +404,7 @@ class Runtime:
 
         bad = dict(self.binner.counters) if self.binner is not None else {}
         return {"bins": self.n_bins, "predictions": self.n_pred, "skipped": self.skipped, "gap_bins": self.gap_bins,
-                "misses": self.misses, "misses_input_late": self.late_input, "reconnects": self.reconnects, "max_backlog": self.max_backlog,
+                "misses": self.misses, "misses_input_late": self.late_input, "reconnects": self.reconnects, "resets": self.resets, "max_backlog": self.max_backlog,
                 "latency_ms": {"p50": pct(50), "p99": pct(99), "max": float(lat.max()) if lat.size else math.nan},
                 "bad_values": bad, "budget_ms": self.budget_ms, "emit": self.emit,
                 "providers": list(self.model.providers), "priority": self.priority, "input": self.input_desc}

@@ -9,7 +9,8 @@ written as numbers and float32 predictions as the shortest decimal that round-tr
                  "seen_ms": ..., "ready_ms": ..., "lat_ms": ...,   (input seen / prediction ready /
                                                                     pushed, ms after the bin's end)
                  "flags": ["gap", "partial", "skipped", "miss"], "bad": 0}
-    event lines {"event": "lost" | "reconnected" | "stop", "t": ..., ...}
+    event lines {"event": "lost" | "reconnected" | "reset" | "stop", "t": ..., ...}
+                (a reset carries "before_bin": the state was zeroed before that bin)
 
 `rerun_log(model, log)` runs the logged counts (gap bins included, as the runtime did) through
 the step graph offline and compares with the logged predictions: they must be identical.
@@ -137,7 +138,12 @@ def rerun_log(model_path: str | Path, log_path: str | Path, threads: int = 1) ->
     model = StepModel(model_path, threads=threads)
     if log["counts"].shape[1] != model.n_channels:
         raise DataError(where(log_path, f"log has {log['counts'].shape[1]} channels, {model_path} expects {model.n_channels}"))
-    pred = model.run(log["counts"]) if len(log["counts"]) else np.zeros((0, model.n_outputs), np.float32)
+    cuts = sorted({int(e["before_bin"]) for e in log["events"] if e.get("event") == "reset"} | {0, len(log["counts"])})
+    parts = []
+    for a, b in zip(cuts[:-1], cuts[1:]):  # the runtime zeroed the state at each reset
+        model.reset()
+        parts.append(model.run(log["counts"][a:b]))
+    pred = np.concatenate(parts) if parts else np.zeros((0, model.n_outputs), np.float32)
     has = log["has_pred"]
     diff = np.abs(pred[has] - log["pred"][has])
     flags = log["flags"]
@@ -149,6 +155,7 @@ def rerun_log(model_path: str | Path, log_path: str | Path, threads: int = 1) ->
         "predictions": int(has.sum()),
         "skipped": sum("skipped" in f for f in flags),
         "gap_bins": sum("gap" in f for f in flags),
+        "resets": sum(e.get("event") == "reset" for e in log["events"]),
         "max_abs_diff": float(diff.max()) if diff.size else 0.0,
         "exact": bool(diff.size == 0 or diff.max() == 0.0),
         "rerun_pred": pred,
