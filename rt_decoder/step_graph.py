@@ -142,7 +142,7 @@ def build_retention_model(
                   helper.make_node("MatMul", ["ro_x", "ro_W"], ["ro_xw"]),
                   helper.make_node("Add", ["ro_xw", "ro_b"], ["net_out"])]
     else:
-        net = onnx.compose.add_prefix(network, "net_")
+        net = onnx.compose.add_prefix(network, "net/")  # "/" keeps its names apart from ours
         g = net.graph
         if len(g.input) != 1 or len(g.output) != 1:
             raise ValueError("the network graph must have exactly one input and one output")
