@@ -162,7 +162,8 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
 
         from .priority import normal_priority, raise_priority
 
-        runtime = subprocess.Popen(run_cmd, stderr=subprocess.PIPE, text=True, preexec_fn=pin_runtime)
+        err_file = open(work / "runtime.err", "w+")  # a file, not a pipe: a full pipe would stall the runtime
+        runtime = subprocess.Popen(run_cmd, stderr=err_file, text=True, preexec_fn=pin_runtime)
         replay = None
         raise_priority(args.priority)  # the consumer must not be the one waiting for a core
         try:
@@ -193,7 +194,9 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
                     p.kill()
         dec.stop()
         stats.stop()
-        err = runtime.stderr.read() if runtime.stderr else ""
+        err_file.seek(0)
+        err = err_file.read()
+        err_file.close()
         if not summary_path.exists():
             from ..errors import RtDecoderError
 
