@@ -114,7 +114,8 @@ def rewrap(src: Path, dst: Path, n_channels: int, bin_s: float) -> Path:
     H, W = card.canvas
     if default_canvas(n_channels) != (H, W) and n_channels > H * W:
         raise ValueError(f"{n_channels} channels do not fit {src}'s {H}x{W} canvas")
-    net_in = next(n.output[0] for n in proto.graph.node if n.op_type == "Identity" and n.output[0].startswith("net_"))
+    feat = "zeta_next" if card.lag_bins == 0 else "zeta"  # the network's input is an Identity of it
+    net_in = next(n.output[0] for n in proto.graph.node if n.op_type == "Identity" and list(n.input) == [feat])
     net = Extractor(onnx.shape_inference.infer_shapes(proto)).extract_model([net_in], ["net_out"])
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     card.channel_names = [f"ch{i:03d}" for i in range(n_channels)]
