@@ -41,6 +41,19 @@ def _cuda_usable() -> bool:
         return False
 
 
+def session_options(threads: int = 1):
+    """The runtime's onnxruntime settings: pinned threads, sequential, full graph optimization."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
 class StepModel:
     """An ONNX step graph plus its model card and recurrent state.
 
@@ -53,14 +66,10 @@ class StepModel:
 
         self.path = Path(path)
         self.card: ModelCard = read_card(self.path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
+        self.threads = threads
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=choose_providers(providers))
+            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads),
+                                                providers=choose_providers(providers))
         except Exception as e:  # onnxruntime raises its own exception types
             raise ModelError(where(self.path, f"onnxruntime cannot load the graph ({str(e).splitlines()[0][:200]})")) from None
         self.providers = self.session.get_providers()
@@ -68,6 +77,7 @@ class StepModel:
         self._state_names = [s.name for s in self.card.states]
         self._output_names = ["prediction"] + [n + "_next" for n in self._state_names]
         self._x = np.zeros((1, self.card.n_channels), np.float32)
+        self._state_session = None
         self.reset()
         for _ in range(warmup):
             self.step(self._x[0])
@@ -106,6 +116,43 @@ class StepModel:
         for name, value in zip(self._state_names, out[1:]):
             self.state[name] = value
         return out[0][0]
+
+    def advance(self, counts: np.ndarray) -> None:
+        """Advance the state one bin without computing the prediction (catch-up when behind).
+
+        DESIGN §6: when the loop is behind, zeta still absorbs every bin; only stale predictions
+        are skipped. The state update runs the same ONNX nodes as the full graph (cut out with
+        onnx.utils.Extractor, same session options), so it is exact; for retention models it
+        skips the network. Graphs whose state needs the whole graph (Kalman) extract whole.
+        """
+        if not self._state_names:
+            return
+        if self._state_session is None:
+            self.prepare_advance()
+        self._x[0] = counts
+        out = self._state_session.run(self._output_names[1:], {"counts": self._x, **self.state})
+        for name, value in zip(self._state_names, out):
+            self.state[name] = value
+
+    def prepare_advance(self) -> None:
+        """Build and warm the state-only session now, so the first catch-up is not slow."""
+        if self._state_names and self._state_session is None:
+            self._state_session = self._make_state_session()
+
+    def _make_state_session(self):
+        import onnx
+        import onnxruntime as ort
+        from onnx.utils import Extractor
+
+        proto = onnx.load(str(self.path))
+        sub = Extractor(proto).extract_model(["counts", *self._state_names], self._output_names[1:])
+        sess = ort.InferenceSession(sub.SerializeToString(), sess_options=session_options(self.threads),
+                                    providers=self.providers)
+        zeros = {"counts": np.zeros((1, self.n_channels), np.float32),
+                 **{s.name: np.zeros(s.shape, np.float32) for s in self.card.states}}
+        for _ in range(5):
+            sess.run(self._output_names[1:], zeros)
+        return sess
 
     def run(self, counts: np.ndarray, progress: bool = False) -> np.ndarray:
         """Every bin of (T, D) counts in order from the current state -> (T, K) predictions."""

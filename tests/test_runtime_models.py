@@ -16,7 +16,6 @@ from rt_decoder.runtime.loop import Runtime
 from rt_decoder.runtime.player import Player
 from rt_decoder.runtime.probe import Consumer, RuntimeThread, linear_model, poisson_recording
 from rt_decoder.runtime.session_log import rerun_log
-from rt_decoder.runtime.state_only import StateAdvancer
 from rt_decoder.step_model import StepModel
 
 pytestmark = pytest.mark.lsl
@@ -30,13 +29,12 @@ def test_baseline_catch_up_is_exact(tmp_path, fit):
     path = tmp_path / "b.onnx"
     onnx.save(fit(rec.slice(0, 400), rec.slice(400, 500), lag_bins=1), str(path))
     m, ref = StepModel(path), StepModel(path)
-    adv = StateAdvancer(m)
     x = rec.counts[500:].astype(np.float32)
     want = ref.run(x)
     got = []
     for k in range(len(x)):  # every third bin "stale": state only
         if k % 3 == 1:
-            adv.advance(m, x[k])
+            m.advance(x[k])
         else:
             got.append((k, m.step(x[k])))
     for name in m.state:

@@ -37,7 +37,6 @@ from . import lsl as L
 from .binner import Bin, CountsBinner, EventBinner
 from .priority import quiet_gc, raise_priority
 from .session_log import SessionLog, file_sha256
-from .state_only import StateAdvancer
 
 log = logging.getLogger("rt_decoder.runtime")
 
@@ -132,7 +131,7 @@ class Runtime:
         self.spin = spin_ms / 1000.0
         self.keep_warm = keep_warm
         self._warmed_for = -1.0
-        self.advancer = StateAdvancer(self.model, threads=threads)
+        self.model.prepare_advance()
         self._zeros = np.zeros(self.card.n_channels, np.float32)
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -367,7 +366,7 @@ class Runtime:
             pred = None
             lat = math.nan
             if backlog and clock() > deadline:
-                self.advancer.advance(model, b.counts)
+                model.advance(b.counts)
                 self.skipped += 1
                 flags.append("skipped")
             else:
