@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import pylsl
 
+from ..runtime.lsl import add_channels
+
 KIN_LABELS = ("pos_x", "pos_y", "vel_x", "vel_y")
 KIN_UNITS = ("mm", "mm", "mm/s", "mm/s")
 STATS_LABELS = ("bin_index", "latency_ms", "backlog", "deadline_miss", "skipped", "gap_bins")
@@ -36,12 +38,7 @@ def stream_info(
 ) -> pylsl.StreamInfo:
     """A StreamInfo with channel labels (and units) in desc/channels/channel, as DESIGN §5 asks."""
     info = pylsl.StreamInfo(name, stype, len(labels), rate_hz, fmt, source_id or f"{name}-{time.time_ns()}")
-    chans = info.desc().append_child("channels")
-    for i, label in enumerate(labels):
-        ch = chans.append_child("channel")
-        ch.append_child_value("label", str(label))
-        if units is not None:
-            ch.append_child_value("unit", str(units[i]))
+    add_channels(info, list(labels), None if units is None else list(units))
     for k, v in (desc or {}).items():
         info.desc().append_child_value(k, str(v))
     return info
