@@ -56,6 +56,9 @@ def add_latency_arguments(p: argparse.ArgumentParser) -> None:
     _common(p, bins=10000)
     p.add_argument("--floor", action="store_true",
                    help="measure the LSL floor instead: a bare pylsl echo process in place of the runtime")
+    p.add_argument("--with-plot", action="store_true",
+                   help="attach `rt-decoder plot` (offscreen) to the decoder, stats, truth and spike streams "
+                        "during the run, to show the window does not slow the loop")
 
 
 def add_throughput_arguments(p: argparse.ArgumentParser) -> None:
@@ -166,6 +169,14 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
         err_file = open(work / "runtime.err", "w+")  # a file, not a pipe: a full pipe would stall the runtime
         runtime = subprocess.Popen(run_cmd, stderr=err_file, text=True, preexec_fn=pin_runtime)
         replay = None
+        plot = None
+        if getattr(args, "with_plot", False):
+            plot_cmd = [sys.executable, "-m", "rt_decoder.cli", "plot", "--decoder", f"{name}-dec", "--stats", f"{name}-stats",
+                        "--truth", f"{name}-behavior", "--spikes", f"{name}-spikes", "--screenshot", str(work / "plot.png"),
+                        "--duration", str(seconds + 30), "--fps"]
+            plot = subprocess.Popen(plot_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=normal_priority,
+                                    env=os.environ | {"QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen")})
+            label += "; with `rt-decoder plot` attached"
         raise_priority(args.priority)  # the consumer must not be the one waiting for a core
         try:
             dec = Consumer(f"{name}-dec", timeout=60.0)
@@ -180,6 +191,9 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
                     time.sleep(0.5)
                     bar.update(min(len(dec.stamps), need) - bar.n)
         finally:
+            if plot is not None:
+                plot.kill()
+                plot.wait(20)
             procs = [p for p in (runtime, replay) if p is not None]  # the runtime first: no "lost" at the end
             for p in procs:
                 if p.poll() is None:
