@@ -66,6 +66,13 @@ def check_compatible(model: StepModel, rec: Recording) -> None:
                                           f"was trained on {card.bin_s * 1000:g} ms bins{hint}"))
 
 
+def _block_header(m: StepModel, bounds: dict, split: str, lo: int, hi: int) -> dict:
+    """What every evaluation states: outputs, bin width, lag, and which bins were scored."""
+    return {"outputs": list(m.card.outputs), "bin_s": float(m.card.bin_s), "lag_bins": int(m.card.lag_bins),
+            "split": bounds, "block": split, "range": [lo, hi], "n_bins": int(hi - lo),
+            "model_type": m.card.model_type}
+
+
 def _open(model: StepModel | str | Path) -> StepModel:
     return model if isinstance(model, StepModel) else StepModel(model)
 
@@ -111,17 +118,9 @@ def evaluate_decoder(
     bad = ~np.all(np.isfinite(y), axis=1)
     if bad.all():
         raise DataError(where(rec.source, f"every behaviour row of the {split} block is NaN"))
-    out = {
-        "outputs": list(m.card.outputs),
+    out = _block_header(m, bounds, split, lo, hi) | {
         "units": list(m.card.units),
-        "bin_s": float(m.card.bin_s),
-        "lag_bins": int(m.card.lag_bins),
-        "split": bounds,
-        "block": split,
-        "range": [lo, hi],
-        "n_bins": int(hi - lo),
         "nan_rows_excluded": int(bad.sum()),
-        "model_type": m.card.model_type,
         "model": all_metrics(y[~bad], pred[~bad]),
     }
     if return_predictions:
@@ -177,16 +176,8 @@ def evaluate_generative(m: StepModel, rec: Recording, split: str, bounds: dict, 
     ll_const = float(log_likelihood(x, np.broadcast_to(const, x.shape), lik).sum())
     n_spikes = float((x > 0).sum() if lik != "poisson" else x.sum())
     n = x.shape[0]
-    out = {
-        "outputs": list(m.card.outputs),
-        "bin_s": float(m.card.bin_s),
-        "lag_bins": int(m.card.lag_bins),
-        "split": bounds,
-        "block": split,
-        "range": [lo, hi],
-        "n_bins": int(hi - lo),
+    out = _block_header(m, bounds, split, lo, hi) | {
         "likelihood": lik,
-        "model_type": m.card.model_type,
         "model": {
             "log_likelihood_per_bin": ll_model / n,
             "const_log_likelihood_per_bin": ll_const / n,
