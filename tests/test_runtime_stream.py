@@ -24,6 +24,7 @@ pytestmark = pytest.mark.lsl
 
 D = 24
 B = 0.02
+GRACE_MS = 100.0  # generous: on a loaded 2-core machine a pusher can wake tens of ms late
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,13 @@ def test_every_bin_predicted_once_and_equal_to_offline(model_path, tmp_path, fmt
     rec = poisson_recording(120, D, bin_s=B, seed=3)
     player = Player(rec, name=name, fmt=fmt, speed=speed, source_rate=source_rate)
     rt = Runtime(model_path, f"{name}-spikes", output=f"{name}-dec", stats=f"{name}-stats", budget_ms=1000.0,
-                 grace_ms=20.0, log_path=tmp_path / "s.jsonl")
+                 grace_ms=GRACE_MS, log_path=tmp_path / "s.jsonl")
     th = RuntimeThread(rt).start()
     dec = Consumer(f"{name}-dec")
     player.start(wait_consumers_s=5.0)
     assert player.wait(20.0)
     dec.wait_for(1, 5.0)
-    time.sleep(0.1 + 0.02 / speed)
+    time.sleep(0.1 + GRACE_MS / 1000 + 0.02 / speed)
     summary = th.join()
     dec.stop()
     idx, pred = _predictions_by_bin(dec, player, rec.n_bins)
