@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from rt_decoder.layout import (
     channel_of_pixel,
@@ -141,3 +144,21 @@ def test_onnx_frontend_zeta_equals_numpy():
     for k in range(400):
         _, z = sess.run(None, {"counts": x[k : k + 1], "zeta": z})
         np.testing.assert_allclose(z[0], ref[k], atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=hnp.arrays(np.int64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
+                      elements=st.integers(0, 20)),
+    decays=st.lists(st.floats(0.0, 0.999), min_size=1, max_size=4),
+    levels=st.integers(2, 8),
+)
+def test_recurrent_equals_parallel_property(counts, decays, levels):
+    """Any counts, any decays in [0, 1), any number of levels: the two forms agree."""
+    q = quantize(counts, levels=levels, kind="levels")
+    assert q.min() >= 0 and q.max() <= 1
+    par = retention_parallel(q, decays)
+    z = np.zeros((len(decays), counts.shape[1]))
+    for k in range(counts.shape[0]):
+        z = retention_step(z, q[k], decays)
+    np.testing.assert_allclose(z, par[-1], atol=1e-12, rtol=0)
