@@ -142,7 +142,7 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"fidelity: {ziv} not found; train it with rt-decoder train --config configs/ziv_ca1_calcium_linear_track.yaml --out runs/ziv")
         return 0
     from rt_decoder.evaluation import evaluate_decoder
-    from training.data import load_recording
+    from rt_decoder.loaders import load_recording
 
     rec = load_recording(args.ziv_data, None)
     m = StepModel(ziv, threads=args.threads, providers="cpu")

@@ -9,7 +9,6 @@ training/retention.py build zeta with gradients (learned quantizer, thesis algor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -19,17 +18,6 @@ from rt_decoder.recording import Recording, split_bounds
 from rt_decoder.retention import quantize, retention_parallel_f32, shift_for_lag
 
 MIN_BINS = {"train": 200, "val": 20, "test": 20}
-
-
-def load_recording(path: str | Path, bin_ms: float | None = None) -> Recording:
-    """Any supported format via rt_decoder.loaders; the canonical .npz when loaders are absent."""
-    try:
-        from rt_decoder.loaders import load_recording as load
-    except ImportError:
-        from rt_decoder.recording import load_npz
-
-        return load_npz(path, None if bin_ms is None else bin_ms / 1000.0)
-    return load(path, bin_ms)
 
 
 @dataclass

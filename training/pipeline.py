@@ -14,10 +14,11 @@ from pathlib import Path
 import onnx
 
 from rt_decoder.errors import ConfigError, where
+from rt_decoder.loaders import load_recording
 from rt_decoder.model_card import CARD_KEY, ModelCard, attach
 from rt_decoder.recording import Recording
 
-from .data import load_recording, prepare
+from .data import prepare
 from .export import export_step_graph
 from .train import fit
 

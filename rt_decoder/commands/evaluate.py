@@ -49,13 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_data(path: str, bin_ms: float | None):
-    """Any supported recording (the loaders package), or the canonical npz when loaders are absent."""
-    try:
-        from ..loaders import load_recording
-    except ImportError:
-        from ..recording import load_npz
+    """Any supported recording format (rt_decoder.loaders)."""
+    from ..loaders import load_recording
 
-        return load_npz(path, None if bin_ms is None else bin_ms / 1000.0)
     return load_recording(path, bin_ms)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import DataError, where
 from ..events import bin_index
-from ..recording import Recording, load_npz, split_bounds
+from ..recording import Recording, split_bounds
 from . import lsl as L
 
 
@@ -40,14 +40,9 @@ def load_for_replay(path: str | Path, bin_ms: float | None = None
     """A recording (any supported format) plus its real spike times (times, channels, t0) when
     the file has them."""
     path = Path(path)
-    try:
-        from ..loaders import load_recording
-    except ImportError:  # the loaders package is optional here
-        load_recording = None
-    if load_recording is not None:
-        rec = load_recording(path, bin_ms)
-    else:
-        rec = load_npz(path, None if bin_ms is None else bin_ms / 1000.0)
+    from ..loaders import load_recording
+
+    rec = load_recording(path, bin_ms)
     spikes = None
     if path.suffix == ".npz" and path.is_file():
         with np.load(path, allow_pickle=False) as z:
