@@ -23,7 +23,7 @@ def quantize(x: np.ndarray, levels: int = 2, kind: str = "binary") -> np.ndarray
     exported form runs inside the ONNX graph.
     """
     x = np.asarray(x)
-    if kind == "binary" or levels == 2:
+    if kind == "binary" or (kind == "levels" and levels == 2):
         return (x > 0).astype(np.float64)
     if kind == "levels":
         if levels < 2:

@@ -53,6 +53,8 @@ def test_bad_values_rule():
     y, counts, per_row = sanitize_counts(x, max_count=1000)
     np.testing.assert_array_equal(y, [[1, 0, 0, 1000, 0]])
     assert counts == {"nan": 2, "negative": 1, "clipped": 1} and per_row.tolist() == [4]
+    y, counts, _ = sanitize_counts(np.array([[-np.inf, 1.0]]), max_count=1000)
+    assert counts == {"nan": 1, "negative": 0, "clipped": 0}, "-inf is one bad value, counted once"
 
 
 def test_events_match_offline_binning_and_grace():

@@ -15,7 +15,7 @@ from torch import nn
 
 def quantize(x: torch.Tensor, kind: str = "binary", levels: int = 2) -> torch.Tensor:
     """Fixed quantizers, as rt_decoder.retention.quantize: [x > 0] or min(x, M-1)/(M-1)."""
-    if kind == "binary" or levels == 2:
+    if kind == "binary" or (kind == "levels" and levels == 2):
         return (x > 0).to(torch.float32)
     if kind == "levels":
         return x.clamp(0, levels - 1).to(torch.float32) / (levels - 1)

@@ -108,17 +108,23 @@ def rewrap(src: Path, dst: Path, n_channels: int, bin_s: float) -> Path:
     from onnx import numpy_helper
     from onnx.utils import Extractor
 
-    from ..layout import default_canvas, raster_layout
+    from ..errors import ModelError
+    from ..layout import raster_layout
     from ..model_card import StateSpec, read_card
-    from ..step_graph import build_retention_model, save
+    from ..step_graph import build_retention_model, retention_features_name, save
 
     card = read_card(src)
     proto = onnx.load(str(src))
     H, W = card.canvas
-    if default_canvas(n_channels) != (H, W) and n_channels > H * W:
-        raise ValueError(f"{n_channels} channels do not fit {src}'s {H}x{W} canvas")
-    feat = "zeta_next" if card.lag_bins == 0 else "zeta"  # the network's input is an Identity of it
-    net_in = next(n.output[0] for n in proto.graph.node if n.op_type == "Identity" and list(n.input) == [feat])
+    if card.model_type != "retention_unet" or card.quantizer == "learned":
+        raise ModelError(f"{src}: --arch-from needs a retention_unet with a fixed quantizer, this is a "
+                         f"{card.model_type} ({card.quantizer})")
+    if n_channels > H * W:
+        raise ModelError(f"{src}: {n_channels} channels do not fit its {H}x{W} canvas")
+    feat = retention_features_name(card.lag_bins)  # the network's input is an Identity of it
+    net_in = next((n.output[0] for n in proto.graph.node if n.op_type == "Identity" and list(n.input) == [feat]), None)
+    if net_in is None:
+        raise ModelError(f"{src}: no network input found behind {feat!r}; was it exported by rt-decoder train?")
     net = Extractor(onnx.shape_inference.infer_shapes(proto)).extract_model([net_in], ["net_out"])
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     card.channel_names = [f"ch{i:03d}" for i in range(n_channels)]

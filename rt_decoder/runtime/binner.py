@@ -51,7 +51,7 @@ def sanitize_counts(x: np.ndarray, max_count: float) -> tuple[np.ndarray, dict[s
     if lo >= 0 and hi <= max_count:  # the common case, decided in two reductions (NaN fails both)
         return x, {"nan": 0, "negative": 0, "clipped": 0}, per_row
     nonfinite = ~np.isfinite(x) if is_float else np.zeros(x.shape, bool)
-    neg = x < 0
+    neg = (x < 0) & ~nonfinite
     over = (x > max_count) & ~nonfinite
     n_nan, n_neg, n_over = int(nonfinite.sum()), int(neg.sum()), int(over.sum())
     if n_nan or n_neg or n_over:
