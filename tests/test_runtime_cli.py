@@ -89,3 +89,10 @@ def test_config_file_and_flags(tmp_path, model_path):
     assert opts["budget_ms"] == 2.5 and opts["emit"] == "asap" and np.isclose(opts["grace_ms"], 3.0)
     a.config = Path(__file__).resolve().parents[1] / "configs" / "runtime.yaml"  # the shipped file is valid
     assert resolve_options(a) == opts | {"budget_ms": 2.5}
+
+
+def test_bench_arch_from_refuses_a_model_without_a_unet(model_path):
+    p = subprocess.run([sys.executable, "-m", "rt_decoder.cli", "bench", "latency", "--arch-from", str(model_path),
+                        "--bins", "10"], capture_output=True, text=True, timeout=60)
+    line = _one_line(p)
+    assert model_path.name in line and "retention_unet" in line

@@ -115,10 +115,10 @@ def rewrap(src: Path, dst: Path, n_channels: int, bin_s: float) -> Path:
 
     card = read_card(src)
     proto = onnx.load(str(src))
-    H, W = card.canvas
     if card.model_type != "retention_unet" or card.quantizer == "learned":
         raise ModelError(f"{src}: --arch-from needs a retention_unet with a fixed quantizer, this is a "
                          f"{card.model_type} ({card.quantizer})")
+    H, W = card.canvas
     if n_channels > H * W:
         raise ModelError(f"{src}: {n_channels} channels do not fit its {H}x{W} canvas")
     feat = retention_features_name(card.lag_bins)  # the network's input is an Identity of it
