@@ -13,6 +13,33 @@ def bin_index(times: np.ndarray, t0: float, bin_s: float) -> np.ndarray:
     return np.floor((np.asarray(times, dtype=np.float64) - t0) / bin_s).astype(np.int64)
 
 
+def sample_at(times: np.ndarray, values: np.ndarray, at: np.ndarray, tol: float = 0.0) -> np.ndarray:
+    """Linearly interpolate (N, K) values given at `times` to the times `at`.
+
+    NaN outside their span, except within `tol` of either end (there the end value holds): timestamps
+    of two streams at the same rate differ by float noise, and must not cost a bin. NaN samples in
+    the source (lost tracking) are skipped, so the bins around them interpolate across the gap.
+    """
+    t = np.asarray(times, dtype=np.float64).ravel()
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 1:
+        v = v[:, None]
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    at = np.asarray(at, dtype=np.float64)
+    cols = []
+    for j in range(v.shape[1]):
+        ok = np.isfinite(v[:, j])  # samples lost by the tracker (NaN) are bridged, not spread
+        if ok.sum() < 2:
+            cols.append(np.full(at.shape, np.nan))
+            continue
+        tj, vj = t[ok], v[ok, j]
+        aj = np.where((at < tj[0]) & (at >= tj[0] - tol), tj[0], at)
+        aj = np.where((aj > tj[-1]) & (aj <= tj[-1] + tol), tj[-1], aj)
+        cols.append(np.interp(aj, tj, vj, left=np.nan, right=np.nan))
+    return np.stack(cols, axis=1)
+
+
 def bin_events(
     spike_times: np.ndarray,
     spike_channels: np.ndarray,
@@ -26,10 +53,10 @@ def bin_events(
     channel_names: list[str] | None = None,
     source: str = "<events>",
 ) -> Recording:
-    """Bin spike times (s) with channel indices into counts; behaviour is sampled at bin ends.
+    """Bin spike times (s) with channel indices into counts; behaviour is sampled at bin centres.
 
-    Behaviour given at its own times is linearly interpolated to each bin's centre, so a
-    60 Hz camera and 20 ms bins line up without a hidden shift.
+    Behaviour given at its own times is linearly interpolated to each bin's centre (`sample_at`,
+    the one rule every loader uses), so a 60 Hz camera and 20 ms bins line up without a hidden shift.
     """
     t = np.asarray(spike_times, dtype=np.float64).ravel()
     ch = np.asarray(spike_channels).ravel()
@@ -68,9 +95,8 @@ def bin_events(
             b = b[:, None]
         if b.shape[0] != bt.size:
             raise DataError(where(source, f"behavior has {b.shape[0]} rows for {bt.size} behavior_times"))
-        order = np.argsort(bt, kind="stable")
         centres = t0 + (np.arange(T) + 0.5) * bin_s
-        y = np.stack([np.interp(centres, bt[order], b[order, j], left=np.nan, right=np.nan) for j in range(b.shape[1])], axis=1)
+        y = sample_at(bt, b, centres, tol=bin_s / 2)
     rec = Recording(
         counts=counts,
         bin_s=float(bin_s),

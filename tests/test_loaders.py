@@ -252,7 +252,7 @@ def test_bin_events_conserves_spikes_at_any_width():
 
 
 def test_behaviour_sampling_bridges_lost_samples_and_tolerates_edge_noise():
-    from rt_decoder.loaders.common import sample_at
+    from rt_decoder.events import sample_at
 
     t = np.array([0.0, 1.0, 2.0, 3.0])
     v = np.array([[0.0, 10.0], [np.nan, 11.0], [2.0, 12.0], [3.0, 13.0]])

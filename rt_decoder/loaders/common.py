@@ -79,33 +79,6 @@ def check_bin_ms(source: str | Path, bin_ms: float) -> float:
     return b
 
 
-def sample_at(times: np.ndarray, values: np.ndarray, at: np.ndarray, tol: float = 0.0) -> np.ndarray:
-    """Linearly interpolate (N, K) values given at `times` to the times `at`.
-
-    NaN outside their span, except within `tol` of either end (there the end value holds): timestamps
-    of two streams at the same rate differ by float noise, and must not cost a bin. NaN samples in
-    the source (lost tracking) are skipped, so the bins around them interpolate across the gap.
-    """
-    t = np.asarray(times, dtype=np.float64).ravel()
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim == 1:
-        v = v[:, None]
-    order = np.argsort(t, kind="stable")
-    t, v = t[order], v[order]
-    at = np.asarray(at, dtype=np.float64)
-    cols = []
-    for j in range(v.shape[1]):
-        ok = np.isfinite(v[:, j])  # samples lost by the tracker (NaN) are bridged, not spread
-        if ok.sum() < 2:
-            cols.append(np.full(at.shape, np.nan))
-            continue
-        tj, vj = t[ok], v[ok, j]
-        aj = np.where((at < tj[0]) & (at >= tj[0] - tol), tj[0], at)
-        aj = np.where((aj > tj[-1]) & (aj <= tj[-1] + tol), tj[-1], aj)
-        cols.append(np.interp(aj, tj, vj, left=np.nan, right=np.nan))
-    return np.stack(cols, axis=1)
-
-
 def trim_to_behavior(rec: Recording) -> Recording:
     """Drop leading and trailing bins whose behaviour is undefined (outside the tracked span)."""
     if rec.behavior is None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, where
-from ..events import bin_events
-from .common import check_bin_ms, sample_at, trim_to_behavior
+from ..events import bin_events, sample_at
+from .common import check_bin_ms, trim_to_behavior
 
 DEFAULT_BIN_MS = 20.0
 TRACK_CLOCK_HZ = 30000.0

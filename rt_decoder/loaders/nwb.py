@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, where
-from ..events import bin_events, bin_index
+from ..events import bin_events, bin_index, sample_at
 from ..recording import Recording
-from .common import axis_names, check_bin_ms, quiet, reason, sample_at, trim_to_behavior
+from .common import axis_names, check_bin_ms, quiet, reason, trim_to_behavior
 
 DEFAULT_BIN_MS = 20.0
 MAX_BEHAVIOR_COLUMNS = 16  # wider series are signals (LFP, spectra, images), not kinematics

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, where
-from ..events import bin_events, bin_index
+from ..events import bin_events, bin_index, sample_at
 from ..recording import Recording
-from .common import check_bin_ms, quiet, reason, rebin_to, sample_at, trim_to_behavior
+from .common import check_bin_ms, quiet, reason, rebin_to, trim_to_behavior
 
 DEFAULT_EVENT_BIN_MS = 20.0
 BEHAVIOR_TYPES = ("behavior", "behaviour", "mocap", "kinematics")  # in order of preference
