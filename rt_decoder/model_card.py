@@ -131,7 +131,8 @@ def attach(model: Any, card: ModelCard) -> Any:
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """Read only the card from an .onnx file, via onnxruntime's metadata (no graph load twice)."""
+    """Read the card from an .onnx file's metadata_props (before any session is built, so a file
+    without a card is refused with a clear message rather than an onnxruntime error)."""
     import onnx
 
     path = Path(path)

@@ -64,8 +64,7 @@ def export_step_graph(model: Model, prep: Prepared, cfg: dict, path: str | Path,
     if model.quant is not None:
         learned = (model.quant.w.detach().numpy().astype(np.float32), model.quant.b.detach().numpy().astype(np.float32))
     graph = build_retention_model(card, network=network_onnx(model), out_mean=prep.out_mean,
-                                  out_std=prep.out_std, learned=learned)
-    onnx.checker.check_model(graph)
+                                  out_std=prep.out_std, learned=learned)  # checked there by onnx.checker
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save(graph, path)
     return graph

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from rt_decoder.errors import ConfigError, DataError, where
+from rt_decoder.evaluation import constant_rate
 
 from .data import Prepared
 from .model import Net, NetConfig
@@ -93,7 +94,7 @@ def init_rates(model: Model, prep: Prepared) -> None:
     a, b = prep.split["train"]
     x = prep.rec.counts[a:b]
     lik = model.net.cfg.likelihood
-    rate = (x.mean(axis=0) if lik == "poisson" else (x > 0).mean(axis=0)).clip(1e-4, 1 - 1e-4)
+    rate = constant_rate(x, lik).clip(1e-4, 1 - 1e-4)
     value = np.log(rate) if lik == "poisson" else np.log(rate / (1 - rate))
     with torch.no_grad():
         flat = model.net.head.bias.view(-1)

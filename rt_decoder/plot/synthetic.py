@@ -18,11 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 import pylsl
 
-from ..runtime.lsl import add_channels
+from ..runtime.lsl import STATS_LABELS, add_channels
 
 KIN_LABELS = ("pos_x", "pos_y", "vel_x", "vel_y")
 KIN_UNITS = ("mm", "mm", "mm/s", "mm/s")
-STATS_LABELS = ("bin_index", "latency_ms", "backlog", "deadline_miss", "skipped", "gap_bins")
 
 
 def stream_info(

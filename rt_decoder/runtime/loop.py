@@ -40,7 +40,6 @@ from .session_log import SessionLog, file_sha256
 
 log = logging.getLogger("rt_decoder.runtime")
 
-STATS_LABELS = ["bin_index", "latency_ms", "backlog", "deadline_miss", "skipped", "gap_bins"]
 INT_FORMATS = {4: "int32", 5: "int16", 6: "int8", 7: "int64"}
 
 
@@ -170,7 +169,7 @@ class Runtime:
                                  extra=extra)
         self.stats_out = None
         if self.stats_name:
-            self.stats_out = L.make_outlet(self.stats_name, "DecoderStats", STATS_LABELS, 1.0 / card.bin_s,
+            self.stats_out = L.make_outlet(self.stats_name, "DecoderStats", L.STATS_LABELS, 1.0 / card.bin_s,
                                            extra={"decoder": self.output_name, "totals": "deadline_miss,skipped,gap_bins"})
         self.zeta_out = None
         self._zeta_every = max(1, round(0.1 / card.bin_s))

@@ -19,6 +19,10 @@ from ..errors import StreamError
 INPUT_TYPES = ("SpikeCounts", "SpikeEvents")
 
 
+# DecoderStats channels (DESIGN §5); deadline_miss, skipped and gap_bins are running totals.
+STATS_LABELS = ["bin_index", "latency_ms", "backlog", "deadline_miss", "skipped", "gap_bins"]
+
+
 def pylsl() -> Any:
     """Import pylsl with liblsl's own log silenced (unless LSLAPICFG is already set)."""
     if "LSLAPICFG" not in os.environ:

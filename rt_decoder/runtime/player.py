@@ -243,10 +243,6 @@ class Player:
         self._thread.start()
         return self
 
-    def bin_end(self, n: int) -> float:
-        """Timestamp of the n-th pushed bin's end (what the runtime stamps its prediction with)."""
-        return self.t0 + (n + 1) * self.Bs
-
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
 
@@ -283,10 +279,3 @@ def start_bin_for(rec: Recording, start_s: float | None = None, split: str | Non
         return k
     return 0
 
-
-def sleep_until(t: float) -> None:
-    """Coarse helper for callers without a loop of their own."""
-    lsl = L.pylsl()
-    rem = t - lsl.local_clock()
-    if rem > 0:
-        time.sleep(rem)
