@@ -27,7 +27,7 @@ from onnx import helper, numpy_helper
 
 from .errors import DataError, where
 from .metrics import r2 as r2_score
-from .model_card import CARD_KEY, ModelCard, StateSpec, attach
+from .model_card import ModelCard, StateSpec
 from .recording import Recording
 from .recording import split_bounds as default_split
 from .step_graph import build_affine_state_model
@@ -59,11 +59,17 @@ def _units(rec: Recording) -> list[str]:
     return [""] * rec.behavior.shape[1]
 
 
-def _card(rec: Recording, model_type: str, states: list[StateSpec], lag_bins: int, extra: dict) -> ModelCard:
+def _card(rec: Recording, model_type: str, states: list[StateSpec], lag_bins: int, extra: dict,
+          origin: dict | None = None) -> ModelCard:
+    """origin: {"data_sha256", "split"} of the whole recording the blocks came from (fit_baselines);
+    without it the card fingerprints the training block itself."""
+    origin = origin or {}
+    if "split" in origin:
+        extra = extra | {"split": origin["split"]}
     return ModelCard(kind="decoder", model_type=model_type, bin_s=float(rec.bin_s),
                      channel_names=list(rec.channel_names), outputs=list(rec.behavior_names),
                      units=_units(rec), states=states, lag_bins=int(lag_bins),
-                     data_sha256=rec.fingerprint(), extra=extra)
+                     data_sha256=origin.get("data_sha256") or rec.fingerprint(), extra=extra)
 
 
 def _shift_nodes(prefix: str, new: str, buf: str, out: str, length: int) -> tuple[list, list]:
@@ -213,12 +219,13 @@ def fit_wiener_params(train: Recording, val: Recording, lag_bins: int = 0, taps:
     return WienerParams(mu=mu, weights=W, intercept=b, taps=taps, lag_bins=lag_bins, alpha=alpha, info=info)
 
 
-def fit_wiener(train: Recording, val: Recording, lag_bins: int = 0, taps: int = 10, alphas=None) -> onnx.ModelProto:
+def fit_wiener(train: Recording, val: Recording, lag_bins: int = 0, taps: int = 10, alphas=None,
+               origin: dict | None = None) -> onnx.ModelProto:
     """A Wiener filter (ridge on the last `taps` bins of counts <= k - lag_bins, plus intercept) as
     an ONNX step graph. State "lagbuf" [1, taps + lag_bins, D] holds centered counts, newest first."""
     p = fit_wiener_params(train, val, lag_bins, taps, alphas)
     states = [StateSpec("lagbuf", [1, taps + lag_bins, train.n_channels])]
-    card = _card(train, "wiener", states, lag_bins, {"baseline": "wiener", **p.info})
+    card = _card(train, "wiener", states, lag_bins, {"baseline": "wiener", **p.info}, origin)
     return p.to_onnx(card)
 
 
@@ -363,7 +370,7 @@ def fit_kalman_params(train: Recording, val: Recording, lag_bins: int = 0) -> Ka
     return p
 
 
-def fit_kalman(train: Recording, val: Recording, lag_bins: int = 0) -> onnx.ModelProto:
+def fit_kalman(train: Recording, val: Recording, lag_bins: int = 0, origin: dict | None = None) -> onnx.ModelProto:
     """A steady-state Kalman filter (Wu et al. 2003) as an ONNX step graph; state "kf_x" [1, n]
     (plus "kf_delay" [1, lag-1, D] for lag >= 2).
 
@@ -379,7 +386,7 @@ def fit_kalman(train: Recording, val: Recording, lag_bins: int = 0) -> onnx.Mode
     states = [StateSpec("kf_x", [1, n])]
     if lag_bins >= 2:
         states.append(StateSpec("kf_delay", [1, lag_bins - 1, train.n_channels]))
-    card = _card(train, "kalman", states, lag_bins, {"baseline": "kalman", **p.info})
+    card = _card(train, "kalman", states, lag_bins, {"baseline": "kalman", **p.info}, origin)
     return p.to_onnx(card)
 
 
@@ -402,13 +409,6 @@ def fit_baselines(rec: Recording, split=None, lag_bins: int = 0, taps: int = 10)
     """
     b = _bounds(rec, split)
     train, val = rec.slice(*b["train"]), rec.slice(*b["val"])
-    out = {"wiener": fit_wiener(train, val, lag_bins=lag_bins, taps=taps),
-           "kalman": fit_kalman(train, val, lag_bins=lag_bins)}
-    sha = rec.fingerprint()
-    for m in out.values():
-        props = {p.key: p.value for p in m.metadata_props}
-        card = ModelCard.from_json(props[CARD_KEY])
-        card.data_sha256 = sha
-        card.extra["split"] = {k: list(v) for k, v in b.items()}
-        attach(m, card)
-    return out
+    origin = {"data_sha256": rec.fingerprint(), "split": {k: list(v) for k, v in b.items()}}
+    return {"wiener": fit_wiener(train, val, lag_bins=lag_bins, taps=taps, origin=origin),
+            "kalman": fit_kalman(train, val, lag_bins=lag_bins, origin=origin)}
