@@ -74,16 +74,13 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
     }
     do_base = cfg["baselines"]["enabled"] if baselines is None else baselines
     if do_base and cfg["kind"] == "decoder":
-        from rt_decoder.baselines import fit_baselines
+        from rt_decoder.evaluation import evaluate_baselines
 
         lag = cfg["baselines"]["lag_bins"]
         lag = cfg["lag_bins"] if lag is None else lag
         t0 = time.perf_counter()
-        for name, m in fit_baselines(rec, prep.split, lag_bins=lag).items():
-            p = out / f"{name}.onnx"
-            onnx.save(m, str(p))
-            metrics["baselines"][name] = evaluate(p, rec, prep.split)
-            metrics["baselines"][name]["lag_bins"] = lag
+        for name, r in evaluate_baselines(rec, prep.split, lag, out, progress=True).items():
+            metrics["baselines"][name] = r["model"] | {"lag_bins": lag}
         log(f"baselines fitted and evaluated in {time.perf_counter() - t0:.1f} s")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -150,10 +150,8 @@ def _baselines(args: argparse.Namespace, rec, bounds: dict, model) -> dict:
     """Fit Wiener and Kalman on train/val of `rec`, score each step graph on the same block."""
     import tempfile
 
-    from ..baselines import fit_baselines
     from ..errors import DataError
-    from ..evaluation import evaluate_decoder
-    from ..step_graph import save
+    from ..evaluation import evaluate_baselines
 
     if model is not None and model.card.kind != "decoder":
         raise DataError(f"{args.model}: baselines are decoders; they cannot be compared with a {model.card.kind} model")
@@ -166,12 +164,10 @@ def _baselines(args: argparse.Namespace, rec, bounds: dict, model) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.save_baselines) if args.save_baselines else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, m in fit_baselines(rec, bounds, lag_bins=lag, taps=args.taps).items():
-            path = folder / f"{name}.onnx"
-            save(m, path)
-            r = evaluate_decoder(path, rec, args.split, bounds, progress=not args.quiet)
+        results = evaluate_baselines(rec, bounds, lag, folder, args.split, taps=args.taps, progress=not args.quiet)
+        for name, r in results.items():
             print(format_table(r))
             out[name] = {**r["model"], "lag_bins": lag}
             if args.save_baselines:
-                print(f"wrote {path}")
+                print(f"wrote {folder / f'{name}.onnx'}")
     return out
