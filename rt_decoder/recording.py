@@ -117,6 +117,15 @@ class Recording:
             trial_starts=ts,
         )
 
+    def rebin_to_width(self, bin_s: float) -> Recording:
+        """Re-bin to `bin_s` seconds, which must be a whole multiple of the native bin."""
+        factor = bin_s / self.bin_s
+        k = int(round(factor))
+        if k < 1 or abs(factor - k) > 1e-6:
+            raise DataError(where(self.source, f"cannot re-bin {self.bin_s * 1000:g} ms bins to {bin_s * 1000:g} ms "
+                                               f"(must be a whole multiple of {self.bin_s * 1000:g} ms)"))
+        return self.rebin(k).validate()
+
     def rebin(self, factor: int) -> Recording:
         """Sum counts over `factor` consecutive bins (behaviour: mean). Drops a ragged tail."""
         factor = int(factor)
@@ -187,13 +196,8 @@ def load_npz(path: str | Path, bin_s: float | None = None) -> Recording:
             trial_starts=data.get("trial_starts"),
             source=str(path),
         )
-        if bin_s is not None and abs(bin_s - rec.bin_s) > 1e-9:
-            rec.validate()
-            factor = bin_s / rec.bin_s
-            if abs(factor - round(factor)) > 1e-6:
-                raise DataError(where(path, f"cannot re-bin {rec.bin_s * 1000:g} ms bins to {bin_s * 1000:g} ms (not an integer multiple)"))
-            rec = rec.rebin(int(round(factor)))
-        return rec.validate()
+        rec.validate()
+        return rec if bin_s is None else rec.rebin_to_width(bin_s)
     if "spike_times" in data and "spike_channels" in data:
         from .events import bin_events
 

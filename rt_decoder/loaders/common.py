@@ -60,12 +60,7 @@ def rebin_to(rec: Recording, bin_ms: float | None) -> Recording:
     if bin_ms is None:
         return rec
     check_bin_ms(rec.source, bin_ms)
-    factor = bin_ms / 1000.0 / rec.bin_s
-    k = int(round(factor))
-    if k < 1 or abs(factor - k) > 1e-6:
-        raise DataError(where(rec.source, f"cannot re-bin {rec.bin_s * 1000:g} ms bins to {bin_ms:g} ms "
-                                          f"(must be a whole multiple of {rec.bin_s * 1000:g} ms)"))
-    return rec.rebin(k).validate()
+    return rec.rebin_to_width(bin_ms / 1000.0)
 
 
 def check_bin_ms(source: str | Path, bin_ms: float) -> float:
