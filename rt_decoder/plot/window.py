@@ -472,19 +472,23 @@ class PlotWindow(QtWidgets.QWidget):
         _, x = z.buffer.last(1)
         img = x[0].reshape(h, w)
         if self.image_mode != "zeta":
-            self.image_mode = "zeta"
-            self._image_shape = None
-            self.image_plot.setAspectLocked(True)
-            self.image_plot.invertY(True)
-            self.image_plot.setLabel("bottom", "canvas column")
-            self.image_plot.setLabel("left", "canvas row")
-            self.image_plot.setTitle(f"ζ (first decay) · {h}×{w} canvas")
+            self._set_image_mode("zeta", True, "canvas column", "canvas row", f"ζ (first decay) · {h}×{w} canvas")
         top = float(np.max(img)) if img.size else 1.0  # ζ is in [0, 1] but mostly small: use the range
         self.image_item.setImage(img, levels=(0.0, max(top, 0.05)), autoLevels=False)
         if self._image_shape != (h, w):  # after setImage: setRect scales by the current image's size
             self._image_shape = (h, w)
             self.image_item.setRect(QtCore.QRectF(0, 0, w, h))
             self.image_plot.setRange(xRange=(0, w), yRange=(0, h), padding=0.02)
+
+    def _set_image_mode(self, mode: str, aspect_locked: bool, xlabel: str, ylabel: str, title: str) -> None:
+        """Re-dress the image panel when it switches between the ζ image and the spike raster."""
+        self.image_mode = mode
+        self._image_shape = None
+        self.image_plot.setAspectLocked(aspect_locked)
+        self.image_plot.invertY(True)
+        self.image_plot.setLabel("bottom", xlabel)
+        self.image_plot.setLabel("left", ylabel)
+        self.image_plot.setTitle(title)
 
     def _draw_raster(self, sp: StreamWatcher) -> None:
         ts, x = sp.buffer.since(self.now - self.window_s)
@@ -493,13 +497,7 @@ class PlotWindow(QtWidgets.QWidget):
         if self._image_shape is not None and self.image_mode == "raster" and self._image_shape[1] != d:
             self.image_mode = ""  # channel count changed (events): redo the axes
         if self.image_mode != "raster":
-            self.image_mode = "raster"
-            self._image_shape = None
-            self.image_plot.setAspectLocked(False)
-            self.image_plot.invertY(True)
-            self.image_plot.setLabel("bottom", "time relative to now (s)")
-            self.image_plot.setLabel("left", "channel")
-            self.image_plot.setTitle(f"spikes · {d} channels (no ζ stream)")
+            self._set_image_mode("raster", False, "time relative to now (s)", "channel", f"spikes · {d} channels (no ζ stream)")
             self.image_plot.setRange(xRange=(-self.window_s, 0), yRange=(0, d), padding=0)
             self._image_shape = (ncols, d)
         self.image_item.setImage(img.T, levels=(0.0, max(1.0, float(np.percentile(img, 99)))), autoLevels=False)
