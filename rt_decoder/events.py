@@ -47,6 +47,7 @@ def bin_events(
     n_channels: int | None = None,
     t_start: float | None = None,
     t_stop: float | None = None,
+    n_bins: int | None = None,
     behavior: np.ndarray | None = None,
     behavior_times: np.ndarray | None = None,
     behavior_names: list[str] | None = None,
@@ -79,7 +80,10 @@ def bin_events(
     hi = [x for x in (t.max() if t.size else None, bt.max() if bt is not None and bt.size else None) if x is not None]
     t0 = float(t_start if t_start is not None else min(lo))
     t1 = float(t_stop if t_stop is not None else max(hi))
-    T = int(np.floor((t1 - t0) / bin_s)) + (0 if t_stop is not None else 1)
+    if n_bins is not None:  # callers that computed the count themselves: no float round trip via t_stop
+        T = int(n_bins)
+    else:
+        T = int(np.floor((t1 - t0) / bin_s)) + (0 if t_stop is not None else 1)
     if T < 1:
         raise DataError(where(source, f"recording spans {t1 - t0:.3f} s, shorter than one {bin_s * 1000:g} ms bin"))
     k = bin_index(t, t0, bin_s)

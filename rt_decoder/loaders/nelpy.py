@@ -75,7 +75,7 @@ def load_nelpy(folder: str | Path, bin_ms: float | None = None):
     if t1 - t0 < bin_s:
         raise DataError(where(folder, "spike times and position tracking do not overlap in time"))
     n_bins = int(np.floor((t1 - t0) / bin_s))
-    rec = bin_events(times, chans, bin_s, n_channels=len(trains), t_start=t0, t_stop=t0 + (n_bins + 0.5) * bin_s,
+    rec = bin_events(times, chans, bin_s, n_channels=len(trains), t_start=t0, n_bins=n_bins,
                      channel_names=[f"unit{i:02d}" for i in range(len(trains))], source=str(folder))
     centres = t0 + (np.arange(rec.n_bins) + 0.5) * bin_s
     rec.behavior = sample_at(pt, xy, centres, tol=bin_s / 2)

@@ -60,7 +60,7 @@ def load_nwb(path: str | Path, bin_ms: float | None = None) -> Recording:
     t0, t1 = float(min(lo)), float(max(hi))
     n_bins = max(1, int(np.ceil((t1 - t0) / bin_s - 1e-9)))
     rec = bin_events(times, channels, bin_s, n_channels=len(names), t_start=t0,
-                     t_stop=t0 + (n_bins + 0.5) * bin_s, channel_names=names, source=str(path))
+                     n_bins=n_bins, channel_names=names, source=str(path))
     if series:
         centres = t0 + (np.arange(rec.n_bins) + 0.5) * bin_s
         rec.behavior = np.concatenate([sample_at(t, v, centres, tol=bin_s / 2) for _, t, v in series], axis=1)
