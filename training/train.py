@@ -120,9 +120,9 @@ class Batches:
         self.batch_size = t["batch_size"]
         self.online = t["mode"] == "online"
         self.counts = torch.as_tensor(prep.rec.counts, dtype=torch.float32)
-        if not self.online:
-            self.feats = torch.as_tensor(prep.feats)
-        else:
+        # zeta precomputed (numpy, the step graph's recurrence) whenever the quantizer is fixed
+        self.feats = None if prep.feats is None else torch.as_tensor(prep.feats)
+        if self.online:
             n = t["streams"]
             edges = np.linspace(a, b, n + 1).astype(int)
             self.streams = [(int(s), int(e)) for s, e in zip(edges[:-1], edges[1:]) if e - s > 1]
@@ -173,8 +173,9 @@ class Batches:
 
     @torch.no_grad()
     def all_feats(self) -> torch.Tensor:
-        """Zeta over the whole recording, shifted for lag (validation in online mode)."""
-        if not self.online:
+        """Zeta over the whole recording, shifted for lag (validation); recomputed only when a
+        learned quantizer changes it."""
+        if self.feats is not None:
             return self.feats
         zs, zeta = [], None
         for off in range(0, self.counts.shape[0], 1024):
