@@ -28,7 +28,7 @@ def test_quantize_matches_numpy():
     x = np.random.default_rng(1).poisson(2.0, size=(50, 7))
     for kind, levels in (("binary", 2), ("levels", 4), ("levels", 8)):
         want = np_quantize(x, levels, kind)
-        got = quantize(torch.as_tensor(x), kind, levels).numpy()
+        got = quantize(torch.as_tensor(x), levels, kind).numpy()
         np.testing.assert_allclose(got, want, atol=1e-7)
 
 
@@ -57,7 +57,7 @@ def test_learned_quantizer_shape_range_and_gradient():
     qd = q.detach()
     assert float(qd.min()) >= 0 and float(qd.max()) <= 1
     # starts as a soft version of the `levels` staircase
-    assert float((qd - quantize(x, "levels", 4)).abs().max()) < 0.2
+    assert float((qd - quantize(x, 4, "levels")).abs().max()) < 0.2
     z = retention_parallel(q, DECAYS)
     z.sum().backward()
     assert lq.w.grad is not None and lq.b.grad is not None

@@ -71,7 +71,7 @@ def prepare(rec: Recording, cfg: dict) -> Prepared:
     decays = [float(g) for g in rcfg["decays"]]
     q = feats = None
     if rcfg["quantizer"] != "learned":
-        q = quantize(rec.counts, rcfg["levels"], rcfg["quantizer"]).astype(np.float32)
+        q = quantize(rec.counts, levels=rcfg["levels"], kind=rcfg["quantizer"]).astype(np.float32)
         z = retention_parallel_f32(q, decays)                         # (T, S, D)
         feats = shift_for_lag(z, cfg["lag_bins"]) if kind == "decoder" else z
     valid = np.ones(T, bool)

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 
-def quantize(x: torch.Tensor, kind: str = "binary", levels: int = 2) -> torch.Tensor:
-    """Fixed quantizers, as rt_decoder.retention.quantize: [x > 0] or min(x, M-1)/(M-1)."""
+def quantize(x: torch.Tensor, levels: int = 2, kind: str = "binary") -> torch.Tensor:
+    """Fixed quantizers, as rt_decoder.retention.quantize (same signature): [x > 0] or min(x, M-1)/(M-1)."""
     if kind == "binary" or (kind == "levels" and levels == 2):
         return (x > 0).to(torch.float32)
     if kind == "levels":

@@ -141,7 +141,7 @@ class Batches:
 
     def q(self, x: torch.Tensor) -> torch.Tensor:
         r = self.cfg["retention"]
-        return self.model.quant(x) if self.model.quant is not None else quantize(x, r["quantizer"], r["levels"])
+        return self.model.quant(x) if self.model.quant is not None else quantize(x, levels=r["levels"], kind=r["quantizer"])
 
     def __iter__(self):
         if not self.online:
