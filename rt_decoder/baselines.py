@@ -52,11 +52,6 @@ def _needs_behavior(rec: Recording, what: str) -> np.ndarray:
     return np.asarray(rec.behavior, np.float64)
 
 
-def _units(rec: Recording) -> list[str]:
-    units = rec.extra.get("behavior_units") if rec.extra else None
-    if units is not None and len(units) == rec.behavior.shape[1]:
-        return [str(u) for u in np.asarray(units).ravel()]
-    return [""] * rec.behavior.shape[1]
 
 
 def _card(rec: Recording, model_type: str, states: list[StateSpec], lag_bins: int, extra: dict,
@@ -68,7 +63,7 @@ def _card(rec: Recording, model_type: str, states: list[StateSpec], lag_bins: in
         extra = extra | {"split": origin["split"]}
     return ModelCard(kind="decoder", model_type=model_type, bin_s=float(rec.bin_s),
                      channel_names=list(rec.channel_names), outputs=list(rec.behavior_names),
-                     units=_units(rec), states=states, lag_bins=int(lag_bins),
+                     units=list(rec.behavior_units), states=states, lag_bins=int(lag_bins),
                      data_sha256=origin.get("data_sha256") or rec.fingerprint(), extra=extra)
 
 

@@ -53,6 +53,7 @@ def bin_events(
     behavior_names: list[str] | None = None,
     channel_names: list[str] | None = None,
     source: str = "<events>",
+    behavior_units: list[str] | None = None,
 ) -> Recording:
     """Bin spike times (s) with channel indices into counts; behaviour is sampled at bin centres.
 
@@ -106,6 +107,7 @@ def bin_events(
         bin_s=float(bin_s),
         behavior=y,
         behavior_names=behavior_names,
+        behavior_units=behavior_units,
         channel_names=channel_names,
         source=source,
         extra={"t_start": np.float64(t0)},

@@ -15,6 +15,8 @@ import numpy as np
 
 from .errors import DataError, where
 
+UNKNOWN_UNIT = "a.u."  # a behaviour column whose source states no unit
+
 
 @dataclass
 class Recording:
@@ -28,6 +30,8 @@ class Recording:
     trial_starts: np.ndarray | None = None
     source: str = "<memory>"
     extra: dict = field(default_factory=dict)
+    # one physical unit per behaviour column (cm, cm/s, mm/s, px, ...); "a.u." when the source does not say
+    behavior_units: list[str] | None = None
 
     @property
     def n_bins(self) -> int:
@@ -82,8 +86,14 @@ class Recording:
             self.behavior_names = [str(n) for n in self.behavior_names]
             if len(self.behavior_names) != y.shape[1]:
                 raise DataError(where(src, f"behavior_names has {len(self.behavior_names)} names for {y.shape[1]} behaviour columns"))
-        elif self.behavior_names is not None:
-            self.behavior_names = None
+            units = self.behavior_units
+            if units is None and self.extra.get("behavior_units") is not None:  # older callers kept them in extra
+                units = list(np.asarray(self.extra.pop("behavior_units")).ravel())
+            self.behavior_units = [str(u) or UNKNOWN_UNIT for u in units] if units is not None else [UNKNOWN_UNIT] * y.shape[1]
+            if len(self.behavior_units) != y.shape[1]:
+                raise DataError(where(src, f"behavior_units has {len(self.behavior_units)} units for {y.shape[1]} behaviour columns"))
+        else:
+            self.behavior_names = self.behavior_units = None
         if self.channel_names is None:
             self.channel_names = [f"ch{i:03d}" for i in range(D)]
         self.channel_names = [str(n) for n in self.channel_names]
@@ -162,6 +172,7 @@ def save_npz(rec: Recording, path: str | Path) -> Path:
     if rec.behavior is not None:
         arrays["behavior"] = rec.behavior
         arrays["behavior_names"] = np.array(rec.behavior_names, dtype=str)
+        arrays["behavior_units"] = np.array(rec.behavior_units, dtype=str)
     arrays["channel_names"] = np.array(rec.channel_names, dtype=str)
     if rec.trial_starts is not None:
         arrays["trial_starts"] = rec.trial_starts
@@ -172,10 +183,8 @@ def save_npz(rec: Recording, path: str | Path) -> Path:
 
 
 def load_npz(path: str | Path, bin_s: float | None = None) -> Recording:
-    """Read a canonical .npz: binned (`counts`) or events (`spike_times` + `spike_channels`).
-
-    Event recordings need `bin_s` (or store one); they are binned here at that width.
-    """
+    """Read a canonical binned .npz (`counts`), re-binned to `bin_s` when given. Event .npz files
+    (`spike_times` + `spike_channels`) are read by rt_decoder.loaders (events_npz), which bins them."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -192,6 +201,7 @@ def load_npz(path: str | Path, bin_s: float | None = None) -> Recording:
             bin_s=float(np.asarray(data["bin_s"]).ravel()[0]) if np.asarray(data["bin_s"]).size else float("nan"),
             behavior=data.get("behavior"),
             behavior_names=list(data["behavior_names"]) if "behavior_names" in data else None,
+            behavior_units=list(data["behavior_units"]) if "behavior_units" in data else None,
             channel_names=list(data["channel_names"]) if "channel_names" in data else None,
             trial_starts=data.get("trial_starts"),
             source=str(path),
@@ -199,19 +209,6 @@ def load_npz(path: str | Path, bin_s: float | None = None) -> Recording:
         rec.validate()
         return rec if bin_s is None else rec.rebin_to_width(bin_s)
     if "spike_times" in data and "spike_channels" in data:
-        from .events import bin_events
-
-        width = bin_s if bin_s is not None else (float(data["bin_s"]) if "bin_s" in data else None)
-        if width is None:
-            raise DataError(where(path, "event recording needs a bin width: pass --bin-ms or store 'bin_s'"))
-        return bin_events(
-            spike_times=data["spike_times"],
-            spike_channels=data["spike_channels"],
-            bin_s=width,
-            behavior=data.get("behavior"),
-            behavior_times=data.get("behavior_times"),
-            behavior_names=list(data["behavior_names"]) if "behavior_names" in data else None,
-            channel_names=list(data["channel_names"]) if "channel_names" in data else None,
-            source=str(path),
-        )
+        raise DataError(where(path, "an event recording (spike_times + spike_channels): read it with "
+                                    "rt_decoder.loaders.load_recording, which bins it"))
     raise DataError(where(path, f"missing key 'counts' (or 'spike_times' + 'spike_channels'); found keys {sorted(data)}"))

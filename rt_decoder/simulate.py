@@ -16,6 +16,7 @@ from .errors import DataError, where
 from .recording import Recording
 
 BEHAVIOR_NAMES = ["pos_x", "pos_y", "vel_x", "vel_y"]
+BEHAVIOR_UNITS = ["cm", "cm", "cm/s", "cm/s"]  # targets at `radius` cm
 MAX_RATE_HZ = 300.0
 
 
@@ -153,6 +154,7 @@ def simulate_session(
         bin_s=bin_s,
         behavior=np.concatenate([pos, vel], axis=1),
         behavior_names=list(BEHAVIOR_NAMES),
+        behavior_units=list(BEHAVIOR_UNITS),
         channel_names=[f"sim{i:03d}" for i in range(channels)],
         trial_starts=trial_starts[keep],
         source=f"simulate(seed={seed})",

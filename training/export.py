@@ -42,9 +42,7 @@ def make_card(prep: Prepared, cfg: dict, metrics: dict | None = None, extra: dic
     generative = cfg["kind"] == "generative"
     outputs = list(rec.channel_names) if generative else list(rec.behavior_names)
     units = (["probability" if cfg["model"]["likelihood"] == "bernoulli" else "count/bin"] * len(outputs)
-             if generative else list(rec.extra.get("behavior_units", [""] * len(outputs))))
-    if len(units) != len(outputs):
-        units = [""] * len(outputs)
+             if generative else list(rec.behavior_units))
     return ModelCard(
         kind=cfg["kind"], model_type="retention_unet", bin_s=float(rec.bin_s),
         channel_names=list(rec.channel_names), outputs=outputs, units=[str(u) for u in units],

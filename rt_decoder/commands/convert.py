@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(rec, path: str | Path) -> str:
-    """One line about a recording: T, D, bin, K (names), duration, trials."""
+    """One line about a recording: T, D, bin, K (names [units]), duration, trials."""
     k = 0 if rec.behavior is None else rec.behavior.shape[1]
-    names = f" ({', '.join(rec.behavior_names)})" if k else ""
+    names = f" ({', '.join(f'{n} [{u}]' for n, u in zip(rec.behavior_names, rec.behavior_units, strict=True))})" if k else ""
     trials = "" if rec.trial_starts is None else f", {len(rec.trial_starts)} trials"
     dur = rec.duration_s
     dur_txt = f"{dur / 60:.1f} min" if dur >= 120 else f"{dur:.1f} s"

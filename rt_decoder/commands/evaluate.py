@@ -65,10 +65,12 @@ def format_table(res: dict) -> str:
                 f"(constant-rate {m['const_log_likelihood_per_bin']:.4f})\n  bits per spike {m['bits_per_spike']:.4f} "
                 f"over {m['n_spikes']:.0f} spikes")
     width = max(8, *(len(o) for o in res["outputs"]))
-    lines = [head, f"  {'output':<{width}}  {'R2':>7}  {'RMSE':>9}  {'corr':>6}"]
+    units = [u or "?" for u in res.get("units") or [""] * len(res["outputs"])]
+    uw = max(4, *(len(u) for u in units))
+    lines = [head, f"  {'output':<{width}}  {'unit':<{uw}}  {'R2':>7}  {'RMSE':>9}  {'corr':>6}   (RMSE in the output's unit)"]
     for i, o in enumerate(res["outputs"]):
-        lines.append(f"  {o:<{width}}  {m['r2'][i]:7.3f}  {m['rmse'][i]:9.4g}  {m['corr'][i]:6.3f}")
-    lines.append(f"  {'mean':<{width}}  {sum(m['r2']) / len(m['r2']):7.3f}")
+        lines.append(f"  {o:<{width}}  {units[i]:<{uw}}  {m['r2'][i]:7.3f}  {m['rmse'][i]:9.4g}  {m['corr'][i]:6.3f}")
+    lines.append(f"  {'mean':<{width}}  {'':<{uw}}  {sum(m['r2']) / len(m['r2']):7.3f}")
     if res.get("nan_rows_excluded"):
         lines.append(f"  ({res['nan_rows_excluded']} bins with NaN behaviour excluded)")
     return "\n".join(lines)

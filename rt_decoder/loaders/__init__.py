@@ -57,7 +57,10 @@ def load_recording(path: str | Path, bin_ms: float | None = None) -> Recording:
             raise DataError(where(path, "file is empty"))
         raise DataError(where(path, "unknown recording format; supported: " + "; ".join(SUPPORTED)))
     if kind == "npz":
-        return load_npz(path, None if bin_ms is None else bin_ms / 1000.0)
+        from .events_npz import is_events_npz, load_events_npz
+
+        bin_s = None if bin_ms is None else bin_ms / 1000.0
+        return load_events_npz(path, bin_s) if is_events_npz(path) else load_npz(path, bin_s)
     if kind == "mat":
         from .matlab import load_mat
 

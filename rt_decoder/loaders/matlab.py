@@ -10,28 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, where
-from ..recording import Recording
-from .common import quiet, reason, rebin_to
+from ..recording import UNKNOWN_UNIT, Recording
+from .common import rebin_to
+from .matfile import read_mat
 
 COURSE_BIN_S = 0.05  # contdata95.mat and its course: 50 ms bins unless the file stores bin_s
-
-
-def read_mat(path: Path, whos: bool = False, **kwargs) -> dict:
-    """scipy.io.loadmat (or only the variable names, `whos`) with every failure a one-line DataError."""
-    import scipy.io
-
-    try:
-        with quiet():
-            if whos:
-                return {name: None for name, _shape, _cls in scipy.io.whosmat(str(path))}
-            m = scipy.io.loadmat(str(path), **kwargs)
-    except FileNotFoundError:
-        raise DataError(where(path, "no such file")) from None
-    except NotImplementedError:
-        raise DataError(where(path, "MATLAB v7.3 (HDF5) .mat files are not supported; re-save with save(..., '-v7')")) from None
-    except Exception as e:  # scipy raises many types for a truncated or foreign file
-        raise DataError(where(path, f"not a readable MATLAB .mat file ({reason(e)})")) from None
-    return {k: v for k, v in m.items() if not k.startswith("__")}
 
 
 def load_mat(path: str | Path, bin_ms: float | None = None) -> Recording:
@@ -79,6 +62,8 @@ def course_recording(path: Path, m: dict) -> Recording:
         if X.shape[1] == 4:
             names = ["pos_x", "pos_y", "vel_x", "vel_y"]
             trial_starts = resets(X)
+    # contdata95 states no unit (positions reach a radius of about 100; velocity = 10 * diff(pos)):
+    # Recording.validate makes every column "a.u."
     return Recording(counts=Y, bin_s=bin_s, behavior=X, behavior_names=names,
                      trial_starts=trial_starts, source=str(path)).validate()
 
@@ -120,9 +105,9 @@ def load_binned_data(path: Path) -> Recording:
         raise DataError(where(path, f"spikeratedata * {bin_s * 1000:g} ms is not whole spike counts "
                                     "(expected firing rates in Hz of binned spikes)"))
     T = tf.size
-    cols, names = [], []
+    cols, names, units = [], [], []
 
-    def add(field: str, labels: list[str], ncols: int | None = None) -> None:
+    def add(field: str, labels: list[str], unit: str, ncols: int | None = None) -> None:
         if field not in fields:
             return
         a = np.asarray(getattr(b, field), dtype=np.float64)
@@ -135,17 +120,19 @@ def load_binned_data(path: Path) -> Recording:
         a = a[:, :ncols] if ncols else a
         cols.append(a)
         names.extend(labels[: a.shape[1]] + [f"{field}{i}" for i in range(len(labels), a.shape[1])])
+        units.extend([unit] * a.shape[1])
 
-    add("cursorposbin", ["pos_x", "pos_y"], 2)
-    add("velocbin", ["vel_x", "vel_y"], 2)
+    # limblab cursor position is in cm, its velocity the derivative in cm/s; force has no stated unit
+    add("cursorposbin", ["pos_x", "pos_y"], "cm", 2)
+    add("velocbin", ["vel_x", "vel_y"], "cm/s", 2)
     if "forcedatabin" in fields and np.size(b.forcedatabin):
         labels = [f"force_{s}" for s in np.atleast_1d(getattr(b, "forcelabels", []))]
-        add("forcedatabin", [str(s).strip() for s in labels])
+        add("forcedatabin", [str(s).strip() for s in labels], UNKNOWN_UNIT)
     behavior = np.concatenate(cols, axis=1) if cols else None
     guide = np.atleast_1d(getattr(b, "spikeguide", np.array([])))
     channel_names = [str(s).strip() for s in guide] if guide.size == rate.shape[1] else None
     return Recording(counts=rounded.astype(np.int32), bin_s=bin_s, behavior=behavior,
-                     behavior_names=names or None, channel_names=channel_names,
+                     behavior_names=names or None, behavior_units=units or None, channel_names=channel_names,
                      trial_starts=trial_table_starts(b, tf, bin_s), source=str(path)).validate()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import DataError, where
 from ..events import bin_events, sample_at
 from .common import check_bin_ms, trim_to_behavior
+from .matfile import read_mat
 
 DEFAULT_BIN_MS = 20.0
 TRACK_CLOCK_HZ = 30000.0
@@ -57,8 +58,6 @@ def read_tracking(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_nelpy(folder: str | Path, bin_ms: float | None = None):
     """Units binned at `bin_ms` (20 ms default); behaviour = LED position in pixels at bin centres."""
-    from .matlab import read_mat
-
     folder = Path(folder)
     bin_s = check_bin_ms(folder, DEFAULT_BIN_MS if bin_ms is None else bin_ms) / 1000.0
     m = read_mat(folder / "spikes.mat")
@@ -80,4 +79,5 @@ def load_nelpy(folder: str | Path, bin_ms: float | None = None):
     centres = t0 + (np.arange(rec.n_bins) + 0.5) * bin_s
     rec.behavior = sample_at(pt, xy, centres, tol=bin_s / 2)
     rec.behavior_names = ["pos_x", "pos_y"]
+    rec.behavior_units = ["px", "px"]  # camera pixels (640x480 frame); the files give no scale to cm
     return trim_to_behavior(rec.validate())

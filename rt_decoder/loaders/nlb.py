@@ -15,6 +15,7 @@ from ..recording import Recording
 from .common import quiet, reason, rebin_to
 
 NLB_BIN_S = 0.005
+VELOCITY_UNIT = "mm/s"  # MC_Maze hand velocity (nlb_tools: finger/hand position in mm, differentiated)
 
 
 def is_nlb_h5(f) -> bool:
@@ -58,5 +59,6 @@ def load_nlb_h5(path: str | Path, bin_ms: float | None = None) -> Recording:
         k = behavior.shape[1]
         behavior_names = ["vel_x", "vel_y"] if k == 2 else [f"behavior{i}" for i in range(k)]
     rec = Recording(counts=counts, bin_s=NLB_BIN_S, behavior=behavior, behavior_names=behavior_names,
+                    behavior_units=[VELOCITY_UNIT] * 2 if behavior_names == ["vel_x", "vel_y"] else None,
                     channel_names=names, trial_starts=np.arange(n) * t, source=str(path))
     return rebin_to(rec.validate(), bin_ms)

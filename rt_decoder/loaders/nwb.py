@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DataError, where
 from ..events import bin_events, bin_index, sample_at
-from ..recording import Recording
+from ..recording import UNKNOWN_UNIT, Recording
 from .common import axis_names, check_bin_ms, quiet, reason, trim_to_behavior
 
 DEFAULT_BIN_MS = 20.0
@@ -52,7 +52,7 @@ def load_nwb(path: str | Path, bin_ms: float | None = None) -> Recording:
     if trials is not None:
         lo.append(trials.min())
         hi.append(trial_stop)
-    for _, t, _ in series:
+    for _, t, _, _ in series:
         lo.append(t.min())
         hi.append(t.max())
     if not lo:
@@ -63,8 +63,9 @@ def load_nwb(path: str | Path, bin_ms: float | None = None) -> Recording:
                      n_bins=n_bins, channel_names=names, source=str(path))
     if series:
         centres = t0 + (np.arange(rec.n_bins) + 0.5) * bin_s
-        rec.behavior = np.concatenate([sample_at(t, v, centres, tol=bin_s / 2) for _, t, v in series], axis=1)
-        rec.behavior_names = [n for name, _, v in series for n in axis_names(name, v.shape[1])]
+        rec.behavior = np.concatenate([sample_at(t, v, centres, tol=bin_s / 2) for _, t, v, _ in series], axis=1)
+        rec.behavior_names = [n for name, _, v, _ in series for n in axis_names(name, v.shape[1])]
+        rec.behavior_units = [unit for _, _, v, unit in series for _ in range(v.shape[1])]
     if trials is not None:
         k = bin_index(trials, t0, bin_s)
         rec.trial_starts = np.unique(k[(k >= 0) & (k < rec.n_bins)])
@@ -86,8 +87,9 @@ def _units(path: Path, nwb) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return times, channels, names
 
 
-def _behavior_series(nwb) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, timestamps, values (N, K)) for each numeric behavioural TimeSeries."""
+def _behavior_series(nwb) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
+    """(name, timestamps, values (N, K), unit) for each numeric behavioural TimeSeries; the unit is
+    the series' own `unit` attribute (NWB requires one), "a.u." when it is empty or 'no unit'."""
     from pynwb import TimeSeries
     from pynwb.ecephys import ElectricalSeries
 
@@ -120,5 +122,6 @@ def _behavior_series(nwb) -> list[tuple[str, np.ndarray, np.ndarray]]:
             t = np.asarray(ts.timestamps[:], dtype=np.float64)
         else:
             t = float(ts.starting_time or 0.0) + np.arange(v.shape[0]) / float(ts.rate)
-        out.append((ts.name, t, v))
+        unit = str(getattr(ts, "unit", "") or "").strip()
+        out.append((ts.name, t, v, unit if unit and unit.lower() not in ("no unit", "unknown") else UNKNOWN_UNIT))
     return out

@@ -32,11 +32,11 @@ def _desc(stream: dict) -> dict:
     return d[0] if isinstance(d, list) and d and isinstance(d[0], dict) else {}
 
 
-def _labels(stream: dict, group: str = "channels") -> list[str]:
-    """Labels from the stream's desc (<group><channel><label>), or [] when absent."""
+def _labels(stream: dict, group: str = "channels", key: str = "label") -> list[str]:
+    """Per-channel `key` (label, unit) from the stream's desc (<group><channel><key>), or [] when absent."""
     try:
         chans = _desc(stream)[group][0]["channel"]
-        return [str((c.get("label") or [""])[0] or "") for c in chans]
+        return [str((c.get(key) or [""])[0] or "") for c in chans]
     except (KeyError, IndexError, TypeError, AttributeError):
         return []
 
@@ -87,6 +87,8 @@ def load_xdf(path: str | Path, bin_ms: float | None = None) -> Recording:
             rec.behavior = sample_at(ts, v, centres, tol=rec.bin_s / 2)
             rec.behavior_names = labels if len(labels) == v.shape[1] and all(labels) else \
                 [f"{_info(beh, 'name')}{i}" for i in range(v.shape[1])]
+            units = _labels(beh, key="unit")  # what LabRecorder keeps of each channel's <unit>
+            rec.behavior_units = units if len(units) == v.shape[1] else None
     markers = by_type.get("markers", [])
     if markers and len(markers[0]["time_stamps"]):
         m = markers[0]

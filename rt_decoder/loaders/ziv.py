@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import DataError, where
 from ..recording import Recording
 from .common import rebin_to
+from .matfile import read_mat
 
 FRAME_S = 0.05  # 20 Hz miniscope frames
 ACTIVITY = "neuronal_activity_mat.mat"
@@ -21,8 +22,6 @@ BEHAVIOUR = (("position_per_frame", "position"), ("velocity_per_frame", "velocit
 
 def load_ziv(path: str | Path, bin_ms: float | None = None) -> Recording:
     """Events become counts (T, N); position and velocity files, when present, become behaviour."""
-    from .matlab import read_mat
-
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     act_path = path / ACTIVITY if path.is_dir() else path

@@ -1,19 +1,10 @@
 """The live plot window (pyqtgraph + PySide6): draws what the StreamWatchers hold.
 
 One QTimer (~60 Hz) polls every watcher with pull_chunk(timeout=0) and redraws; resolution
-happens in the watchers' own threads, so the GUI thread never blocks on the network. Panels:
-
-- one small plot per output: predicted (orange) and true (grey) over the last `window_s`
-  seconds, matched by channel label; x is time relative to now on the local LSL clock, so the
-  gap at the right edge of the predicted trace is the decoder's latency;
-- a 2-D cursor view of predicted vs true position (pos_x/pos_y, else the first two outputs)
-  with short trails;
-- a latency histogram from the DecoderStats stream with p50/p99 and miss/skip/gap counts;
-- the live ζ image (first decay channel) when a Zeta stream is present, otherwise a spike raster
-  from the replay's SpikeCounts stream.
-
-Costly panels (histogram, image, status text, cursor range) refresh at a few Hz; the traces and
-the cursor every frame.
+happens in the watchers' own threads, so the GUI thread never blocks on the network. The panels
+(plot/panels/) draw: traces per output, the 2-D cursor, the latency histogram, and the ζ image
+or, without a Zeta stream, the spike raster. Costly panels (histogram, image, status text,
+ranges) refresh at a few Hz; the traces and the cursor every frame.
 """
 
 from __future__ import annotations
@@ -27,12 +18,15 @@ import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from .outputs import pick_position_columns
-from .raster import raster_image
+from .panels.cursor import CursorPanel
+from .panels.image import ImagePanel
+from .panels.latency import LatencyPanel
+from .panels.raster import RasterView
+from .panels.traces import TracesPanel
+from .panels.zeta import ZetaView
 from .stats import StatsCounter, latency_values
 from .streams import CONNECTED, LOST, WAITING, StreamWatcher
 
-PRED_PEN = pg.mkPen((255, 140, 0), width=2)
-TRUTH_PEN = pg.mkPen((190, 190, 190), width=2)
 STATE_COLORS = {WAITING: "#d0a000", CONNECTED: "#40c040", LOST: "#ff5050"}
 ROLES = ("decoder", "truth", "stats", "zeta", "spikes")
 
@@ -61,10 +55,6 @@ class _PaintCounter(QtCore.QObject):
         return False
 
 
-def _fmt_ms(v: float) -> str:
-    return "–" if not np.isfinite(v) else f"{v:.2f} ms"
-
-
 def qt_problem() -> str | None:
     """A known-bad Qt binding, as a one-line reason, or None. PySide6 6.12 on Python < 3.12
     drops references to None/True/False on every void call (update(), setData(), ...), so a live
@@ -79,32 +69,6 @@ def qt_problem() -> str | None:
         if PySide6.__version__.startswith("6.12."):
             return (f"PySide6 {PySide6.__version__} crashes on Python {sys.version_info.major}.{sys.version_info.minor} "
                     "(refcount bug); pip install 'PySide6-Essentials>=6.5,<6.12'")
-    return None
-
-
-def _set_curve(curve: pg.PlotDataItem, x: np.ndarray, y: np.ndarray) -> None:
-    """setData without pyqtgraph's finite scan when the data is finite (the common case); a NaN
-    (e.g. a skipped prediction) breaks the line there instead of corrupting the path."""
-    finite = bool(np.isfinite(y).all() and np.isfinite(x).all())
-    curve.setData(x, y, skipFiniteCheck=finite, connect="all" if finite else "finite")
-
-
-def _cache_axes(p: pg.PlotItem) -> None:
-    """Axes re-render their tick text on every repaint unless cached; with ranges that change only
-    a few times a second, caching them is most of the frame budget in software rendering."""
-    for name in ("left", "bottom", "right", "top"):
-        p.getAxis(name).setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
-
-
-def fit_range(current: tuple[float, float], lo: float, hi: float, pad: float = 0.1) -> tuple[float, float] | None:
-    """A new (low, high) when the data left the current range or uses less than half of it, else
-    None, so axes change a few times per minute rather than every frame."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return None
-    span = max(hi - lo, 1e-6)
-    a, b = current
-    if lo < a or hi > b or (hi - lo) < 0.5 * (b - a):
-        return lo - pad * span, hi + pad * span
     return None
 
 
@@ -171,78 +135,49 @@ class PlotWindow(QtWidgets.QWidget):
         split.setSizes([840, 560])
         outer.addWidget(split, 1)
 
-        self.trace_labels: list[str] = []
-        self.trace_plots: dict[str, pg.PlotItem] = {}
-        self.pred_curves: dict[str, pg.PlotDataItem] = {}
-        self.truth_curves: dict[str, pg.PlotDataItem] = {}
-        self._placeholder = self.traces_view.addLabel("waiting for the decoder and ground-truth streams…")
+        self.traces = TracesPanel(self.traces_view, self.window_s)
+        side = self.side_view.ci
+        self.cursor = CursorPanel(side, row=0)
+        self.latency = LatencyPanel(side, row=1)
+        self.image = ImagePanel(side, row=2)
+        self.zeta_view = ZetaView(self.image)
+        self.raster_view = RasterView(self.image, self.window_s)
+        side.layout.setRowStretchFactor(0, 3)
+        side.layout.setRowStretchFactor(1, 2)
+        side.layout.setRowStretchFactor(2, 2)
 
-        self.cursor_plot = self.side_view.addPlot(row=0, col=0, title="position: predicted vs true")
-        self.cursor_plot.setAspectLocked(True)
-        self.cursor_plot.showGrid(x=True, y=True, alpha=0.2)
-        self.truth_path = self.cursor_plot.plot(pen=pg.mkPen((110, 110, 110), width=1))
-        self.truth_trail = self.cursor_plot.plot(pen=TRUTH_PEN, name="true")
-        self.pred_trail = self.cursor_plot.plot(pen=PRED_PEN, name="predicted")
-        self.truth_head = self.cursor_plot.plot(pen=None, symbol="o", symbolSize=14,
-                                                symbolBrush=(190, 190, 190), symbolPen=None)
-        self.pred_head = self.cursor_plot.plot(pen=None, symbol="o", symbolSize=14,
-                                               symbolBrush=(255, 140, 0), symbolPen=None)
-        self.cursor_cols: tuple[int, int] | None = None
+    # what tests and callers read, named as before the panels were split out
+    @property
+    def trace_labels(self) -> list[str]:
+        return self.traces.labels
 
-        self.hist_plot = self.side_view.addPlot(row=1, col=0, title="latency: no stats yet")
-        self.hist_plot.setLabel("bottom", "latency", units="ms")
-        self.hist_plot.setLabel("left", "bins")
-        self.hist_curve = self.hist_plot.plot(stepMode="center", fillLevel=0, brush=(80, 140, 255, 150),
-                                              pen=pg.mkPen((80, 140, 255)))
-        self.p50_line = pg.InfiniteLine(angle=90, pen=pg.mkPen((255, 255, 255), style=QtCore.Qt.PenStyle.DashLine))
-        self.p99_line = pg.InfiniteLine(angle=90, pen=pg.mkPen((255, 80, 80), style=QtCore.Qt.PenStyle.DashLine))
-        for line in (self.p50_line, self.p99_line):
-            line.setVisible(False)
-            self.hist_plot.addItem(line)
+    @property
+    def pred_curves(self) -> dict[str, pg.PlotDataItem]:
+        return self.traces.pred
 
-        self.image_plot = self.side_view.addPlot(row=2, col=0, title="ζ / spikes: waiting")
-        self.image_item = pg.ImageItem(axisOrder="row-major")
-        self.image_item.setColorMap(pg.colormap.get("viridis"))
-        self.image_plot.addItem(self.image_item)
-        self.image_mode = ""  # "zeta" or "raster" once data is shown
-        self._image_shape: tuple[int, int] | None = None
-        for p in (self.cursor_plot, self.hist_plot, self.image_plot):
-            _cache_axes(p)
-        self._cursor_req = ((0.0, 0.0), (0.0, 0.0))
-        self.side_view.ci.layout.setRowStretchFactor(0, 3)
-        self.side_view.ci.layout.setRowStretchFactor(1, 2)
-        self.side_view.ci.layout.setRowStretchFactor(2, 2)
+    @property
+    def truth_curves(self) -> dict[str, pg.PlotDataItem]:
+        return self.traces.truth
 
-    def _build_traces(self, labels: list[str], units: dict[str, str]) -> None:
-        """One small plot per output label, x linked, legend on the first."""
-        self.traces_view.clear()
-        self.trace_plots.clear()
-        self.pred_curves.clear()
-        self.truth_curves.clear()
-        self.trace_labels = list(labels)
-        first: pg.PlotItem | None = None
-        for i, label in enumerate(labels):
-            p = self.traces_view.addPlot(row=i, col=0)
-            p.setXRange(-self.window_s, 0.0, padding=0)
-            p.disableAutoRange()
-            _cache_axes(p)
-            p.showGrid(x=True, y=True, alpha=0.2)
-            p.setLabel("left", label, units=None)
-            if units.get(label):
-                p.setLabel("left", f"{label} ({units[label]})")
-            p.setMouseEnabled(x=False, y=True)
-            if first is None:
-                first = p
-                p.addLegend(offset=(10, 5))
-            else:
-                p.setXLink(first)
-            if i < len(labels) - 1:
-                p.getAxis("bottom").setStyle(showValues=False)
-            else:
-                p.setLabel("bottom", "time relative to now (s, local LSL clock)")
-            self.truth_curves[label] = p.plot(pen=TRUTH_PEN, name="true")
-            self.pred_curves[label] = p.plot(pen=PRED_PEN, name="predicted")
-            self.trace_plots[label] = p
+    @property
+    def pred_head(self) -> pg.PlotDataItem:
+        return self.cursor.pred_head
+
+    @property
+    def pred_trail(self) -> pg.PlotDataItem:
+        return self.cursor.pred_trail
+
+    @property
+    def hist_plot(self) -> pg.PlotItem:
+        return self.latency.plot
+
+    @property
+    def image_item(self) -> pg.ImageItem:
+        return self.image.item
+
+    @property
+    def image_mode(self) -> str:
+        return self.image.mode
 
     def _wanted_labels(self) -> tuple[list[str], dict[str, str]]:
         labels: list[str] = []
@@ -255,7 +190,13 @@ class PlotWindow(QtWidgets.QWidget):
                 if lab not in units:
                     labels.append(lab)
                     units[lab] = unit
+                elif unit and not units[lab]:
+                    units[lab] = unit  # the decoder's card may lack units its ground truth carries
         return labels, units
+
+    def resizeEvent(self, ev: QtGui.QResizeEvent) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(ev)
+        QtCore.QTimer.singleShot(0, self.image.refit)  # after the layout has given the panel its width
 
     # ---- status ------------------------------------------------------------------------------
     def _set_status(self, role: str, w: StreamWatcher) -> None:
@@ -302,10 +243,10 @@ class PlotWindow(QtWidgets.QWidget):
         self.now = pylsl.local_clock()
         stats = self.watchers.get("stats")
         if stats is not None and new.get("stats"):
-            self._count_stats(stats, new["stats"])
+            self.counter.update(stats.meta, stats.buffer.last(new["stats"])[1])
         labels, units = self._wanted_labels()
-        if labels and labels != self.trace_labels:
-            self._build_traces(labels, units)
+        if labels and (labels != self.traces.labels or units != self.traces.units):
+            self.traces.build(labels, units)
         self._draw_traces()
         if new.get("decoder") or new.get("truth"):
             self._draw_cursor()
@@ -327,20 +268,12 @@ class PlotWindow(QtWidgets.QWidget):
         return w.buffer.since(self.now - seconds)
 
     def _draw_traces(self) -> None:
-        for role, curves in (("decoder", self.pred_curves), ("truth", self.truth_curves)):
+        for role, curves in (("decoder", self.traces.pred), ("truth", self.traces.truth)):
             data = self._window(role, self.window_s)
-            if data is None:
-                continue
-            ts, x = data
-            t = ts - self.now
-            meta = self.watchers[role].meta
-            for col, label in enumerate(meta.labels):
-                c = curves.get(label)
-                if c is not None:
-                    _set_curve(c, t, x[:, col])
+            if data is not None:
+                self.traces.draw(curves, self.watchers[role].meta.labels, data[0] - self.now, data[1])
 
     def _range_traces(self) -> None:
-        """Fit each output's y range to the true and predicted values in the window."""
         bounds: dict[str, list[float]] = {}
         for role in ("decoder", "truth"):
             data = self._window(role, self.window_s)
@@ -352,13 +285,7 @@ class PlotWindow(QtWidgets.QWidget):
             for col, label in enumerate(self.watchers[role].meta.labels):
                 b = bounds.setdefault(label, [np.inf, -np.inf])
                 b[0], b[1] = min(b[0], float(lo[col])), max(b[1], float(hi[col]))
-        for label, (lo, hi) in bounds.items():
-            p = self.trace_plots.get(label)
-            if p is None:
-                continue
-            new = fit_range(tuple(p.viewRange()[1]), lo, hi)
-            if new is not None:
-                p.setYRange(*new, padding=0)
+        self.traces.fit(bounds)
 
     def _position_cols(self, role: str) -> tuple[int, int] | None:
         w = self.watchers.get(role)
@@ -367,21 +294,18 @@ class PlotWindow(QtWidgets.QWidget):
         return pick_position_columns(w.meta.labels)
 
     def _draw_cursor(self) -> None:
-        for role, trail, head in (("decoder", self.pred_trail, self.pred_head),
-                                  ("truth", self.truth_trail, self.truth_head)):
+        for role in ("decoder", "truth"):
             cols = self._position_cols(role)
             w = self.watchers.get(role)
             if cols is None or w is None or w.buffer is None or len(w.buffer) == 0:
                 continue
             _, x = w.buffer.since(w.buffer.last(1)[0][0] - self.trail_s)  # trail ends at the newest sample
-            _set_curve(trail, x[:, cols[0]], x[:, cols[1]])
-            head.setData(x[-1:, cols[0]], x[-1:, cols[1]])
+            self.cursor.draw_trail(role, x[:, list(cols)])
         cols, data = self._position_cols("truth"), self._window("truth", self.window_s)
         if cols is not None and data is not None:
-            _set_curve(self.truth_path, data[1][:, cols[0]], data[1][:, cols[1]])
+            self.cursor.draw_path(data[1][:, list(cols)])
 
     def _range_cursor(self) -> None:
-        """Fit the cursor view to the last window of positions (a few times a second, not per frame)."""
         lo, hi = np.array([np.inf, np.inf]), np.array([-np.inf, -np.inf])
         for role in ("decoder", "truth"):
             cols = self._position_cols(role)
@@ -392,28 +316,23 @@ class PlotWindow(QtWidgets.QWidget):
             xy = xy[np.all(np.isfinite(xy), axis=1)]
             if len(xy):
                 lo, hi = np.minimum(lo, xy.min(axis=0)), np.maximum(hi, xy.max(axis=0))
-        if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
-            (xa, xb), (ya, yb) = self._cursor_req
-            nx = fit_range((xa, xb), lo[0], hi[0], pad=0.08)
-            ny = fit_range((ya, yb), lo[1], hi[1], pad=0.08)
-            if nx is not None or ny is not None:
-                self._cursor_req = (nx or (xa, xb), ny or (ya, yb))
-                self.cursor_plot.setRange(xRange=self._cursor_req[0], yRange=self._cursor_req[1], padding=0)
-            w = self.watchers.get("decoder")
-            if w is not None and w.meta is not None and self.cursor_cols != self._position_cols("decoder"):
-                self.cursor_cols = self._position_cols("decoder")
-                a, b = self.cursor_cols
-                self.cursor_plot.setLabel("bottom", w.meta.labels[a])
-                self.cursor_plot.setLabel("left", w.meta.labels[b])
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            return
+        self.cursor.fit(lo, hi)
+        for role in ("decoder", "truth"):
+            cols = self._position_cols(role)
+            if cols is not None:
+                meta = self.watchers[role].meta
+                _, units = self._wanted_labels()
+                a, b = (meta.labels[c] for c in cols)
+                self.cursor.set_axes((a, units.get(a, "")), (b, units.get(b, "")))
+                break
 
     # ---- latency -----------------------------------------------------------------------------
     @property
     def totals(self) -> dict[str, int]:
         """Bins, deadline misses, skipped predictions and gap bins counted from the stats stream."""
         return self.counter.as_dict()
-
-    def _count_stats(self, w: StreamWatcher, n: int) -> None:
-        self.counter.update(w.meta, w.buffer.last(n)[1])
 
     def _latencies(self) -> np.ndarray | None:
         w = self.watchers.get("stats")
@@ -435,70 +354,17 @@ class PlotWindow(QtWidgets.QWidget):
         if w is None or w.buffer is None:
             return
         s = self.latency_summary()
-        if not s["n"]:
-            if w.meta is not None and w.meta.column("latency_ms") is None:
-                self.hist_plot.setTitle(f"latency: {w.name} has no latency_ms channel")
-            return
-        lat = self._latencies()
-        top = max(float(np.percentile(lat, 99.9)) * 1.1, 1e-3)
-        counts, edges = np.histogram(np.clip(lat, 0, top), bins=40, range=(0, top))
-        self.hist_curve.setData(edges, counts)
-        self.p50_line.setValue(s["p50"])
-        self.p99_line.setValue(s["p99"])
-        self.p50_line.setVisible(True)
-        self.p99_line.setVisible(True)
-        self.hist_plot.setTitle(
-            f"latency p50 {_fmt_ms(s['p50'])} · p99 {_fmt_ms(s['p99'])}<br>"
-            f"misses {s['deadline_miss']} · skipped {s['skipped']} · gaps {s['gap_bins']} of {s['bins']} bins")
+        if s["n"]:
+            self.latency.draw(self._latencies(), s)
+        elif w.meta is not None and w.meta.column("latency_ms") is None:
+            self.latency.no_column(w.name)
 
     # ---- ζ image or spike raster -------------------------------------------------------------
     def _draw_image(self) -> None:
         z = self.watchers.get("zeta")
         if z is not None and z.state == CONNECTED and z.buffer is not None and len(z.buffer):
-            self._draw_zeta(z)
+            self.zeta_view.draw(z)
             return
         sp = self.watchers.get("spikes")
         if sp is not None and sp.buffer is not None and len(sp.buffer):
-            self._draw_raster(sp)
-
-    def _draw_zeta(self, z: StreamWatcher) -> None:
-        n = z.meta.channel_count
-        try:
-            h, w = int(z.meta.desc["canvas_h"]), int(z.meta.desc["canvas_w"])
-        except (KeyError, ValueError):
-            h = w = int(round(np.sqrt(n)))
-        if h * w != n:
-            h, w = 1, n
-        _, x = z.buffer.last(1)
-        img = x[0].reshape(h, w)
-        if self.image_mode != "zeta":
-            self._set_image_mode("zeta", True, "canvas column", "canvas row", f"ζ (first decay) · {h}×{w} canvas")
-        top = float(np.max(img)) if img.size else 1.0  # ζ is in [0, 1] but mostly small: use the range
-        self.image_item.setImage(img, levels=(0.0, max(top, 0.05)), autoLevels=False)
-        if self._image_shape != (h, w):  # after setImage: setRect scales by the current image's size
-            self._image_shape = (h, w)
-            self.image_item.setRect(QtCore.QRectF(0, 0, w, h))
-            self.image_plot.setRange(xRange=(0, w), yRange=(0, h), padding=0.02)
-
-    def _set_image_mode(self, mode: str, aspect_locked: bool, xlabel: str, ylabel: str, title: str) -> None:
-        """Re-dress the image panel when it switches between the ζ image and the spike raster."""
-        self.image_mode = mode
-        self._image_shape = None
-        self.image_plot.setAspectLocked(aspect_locked)
-        self.image_plot.invertY(True)
-        self.image_plot.setLabel("bottom", xlabel)
-        self.image_plot.setLabel("left", ylabel)
-        self.image_plot.setTitle(title)
-
-    def _draw_raster(self, sp: StreamWatcher) -> None:
-        ts, x = sp.buffer.since(self.now - self.window_s)
-        img, t0, colw = raster_image(ts, x, sp.meta, self.now, self.window_s)
-        ncols, d = img.shape
-        if self._image_shape is not None and self.image_mode == "raster" and self._image_shape[1] != d:
-            self.image_mode = ""  # channel count changed (events): redo the axes
-        if self.image_mode != "raster":
-            self._set_image_mode("raster", False, "time relative to now (s)", "channel", f"spikes · {d} channels (no ζ stream)")
-            self.image_plot.setRange(xRange=(-self.window_s, 0), yRange=(0, d), padding=0)
-            self._image_shape = (ncols, d)
-        self.image_item.setImage(img.T, levels=(0.0, max(1.0, float(np.percentile(img, 99)))), autoLevels=False)
-        self.image_item.setRect(QtCore.QRectF(t0 - self.now, 0, ncols * colw, d))
+            self.raster_view.draw(sp, self.now)

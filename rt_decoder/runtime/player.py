@@ -116,7 +116,7 @@ class Player:
         self.behavior_out = None
         if rec.behavior is not None:
             self.behavior_out = L.make_outlet(f"{name}-behavior", "Behavior", rec.behavior_names, 1.0 / self.B,
-                                              units=[""] * len(rec.behavior_names), source_id=sid + "-behavior",
+                                              units=rec.behavior_units, source_id=sid + "-behavior",
                                               extra={"bin_origin": repr(self.origin), "speed": repr(self.speed)})
         self.markers_out = L.make_outlet(f"{name}-markers", "Markers", ["marker"], 0.0, fmt="string",
                                          source_id=sid + "-markers")
