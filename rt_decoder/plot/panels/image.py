@@ -37,6 +37,7 @@ class ImagePanel:
         self.plot.setTitle(title)
         if not aspect_locked:
             self.aspect = None
+            self.plot.setMinimumHeight(0)
             self.plot.setMaximumHeight(1e6)
 
     def show(self, img: np.ndarray, levels: tuple[float, float], rect: QtCore.QRectF) -> None:
@@ -50,7 +51,15 @@ class ImagePanel:
         self.refit()
 
     def refit(self) -> None:
+        """Match the panel's height to its width (called on resize and with each image refresh:
+        the axes' widths settle only once tick labels exist)."""
         if self.aspect is None:
             return
-        width = max(self.plot.vb.width(), 50.0)
-        self.plot.setMaximumHeight(width * self.aspect + TITLE_AND_AXES_PX)
+        vb = self.plot.vb
+        overhead = self.plot.geometry().height() - vb.height()  # title, bottom axis, margins
+        if vb.width() < 20 or overhead <= 0:
+            overhead = TITLE_AND_AXES_PX
+        height = max(vb.width(), 50.0) * self.aspect + overhead
+        if abs(height - self.plot.maximumHeight()) > 1.0:
+            self.plot.setMinimumHeight(min(height, 0.45 * self.layout.geometry().height()))
+            self.plot.setMaximumHeight(height)

@@ -49,7 +49,8 @@ class ZetaView:
         p.show(crop, (0.0, max(top, 0.05)), QtCore.QRectF(box[1].start, box[0].start, cols, rows))
         if box != self.box:
             self.box = box
-            p.plot.setTitle(f"ζ (first decay) · canvas rows {box[0].start}–{box[0].stop - 1} of {h} "
-                            f"(the rows with channels), {w} columns")
+            p.plot.setTitle(f"ζ (first decay) · rows {box[0].start}–{box[0].stop - 1} of the {h}×{w} canvas")
             p.plot.setRange(xRange=(box[1].start, box[1].stop), yRange=(box[0].start, box[0].stop), padding=0.02)
             p.size_to_content(rows, cols)
+        else:
+            p.refit()
