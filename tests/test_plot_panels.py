@@ -113,3 +113,25 @@ def test_zeta_of_96_channels_on_16x16_shows_six_rows_sized_to_fit(qtbot, window)
     (x0, x1), (y0, y1) = vb.viewRange()
     assert x0 <= 0 and x1 >= 16 and y0 <= 0 and y1 >= 6  # ... and all of them
     del out
+
+
+def test_raster_of_1024_channels_is_summed_to_at_most_256_rows_keeping_every_spike():
+    from rt_decoder.plot.panels.raster import group_channels
+
+    img = np.random.default_rng(2).poisson(0.3, (500, 1021)).astype(np.float32)
+    shown, g = group_channels(img)
+    assert g == 4 and shown.shape == (500, 256)
+    assert shown.sum() == img.sum()
+    np.testing.assert_array_equal(shown[:, 0], img[:, :4].sum(axis=1))
+    same, g1 = group_channels(img[:, :96])
+    assert g1 == 1 and same.shape == (500, 96)
+
+
+def test_synthetic_streams_size_the_canvas_for_1024_channels():
+    from rt_decoder.plot.synthetic import SyntheticStreams
+
+    p = f"test-syn-{uuid.uuid4().hex[:8]}"
+    s = SyntheticStreams(decoder=f"{p}-dec", truth=None, stats=None, spikes=None, zeta=f"{p}-zeta", channels=1024)
+    assert s.canvas == 32
+    s.step(0, pylsl.local_clock())  # writes 1024 channels into the 32x32 ζ without an error
+    assert s.pushed == 1

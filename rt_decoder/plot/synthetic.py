@@ -56,13 +56,16 @@ class SyntheticStreams:
         zeta: str | None = "rt-decoder-zeta",
         rate_hz: float = 50.0,
         channels: int = 96,
-        canvas: int = 16,
+        canvas: int | None = None,
         budget_ms: float = 5.0,
         seed: int = 0,
     ) -> None:
         self.rate_hz = float(rate_hz)
         self.channels = int(channels)
-        self.canvas = int(canvas)
+        # the smallest square canvas holding every channel, at least 16x16 (what training picks for 96)
+        self.canvas = int(canvas) if canvas else max(16, int(np.ceil(np.sqrt(self.channels))))
+        if self.canvas ** 2 < self.channels:
+            raise ValueError(f"a {self.canvas}x{self.canvas} canvas cannot hold {self.channels} channels")
         self.budget_ms = float(budget_ms)
         self.rng = np.random.default_rng(seed)
         mk = stream_info
