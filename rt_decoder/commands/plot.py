@@ -12,6 +12,11 @@ Stream names default to what `rt-decoder run` and `rt-decoder replay` publish:
   --truth <replay>-behavior   --spikes <replay>-spikes   (--replay defaults to "replay")
 Pass '' to leave a stream out, e.g. --zeta ''.
 
+A window needs Qt's X11 libraries; on Debian/Ubuntu:
+  sudo apt-get install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
+       libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0
+(plot checks and names the missing ones before opening the window).
+
 Headless: with --screenshot the window renders offscreen for --duration seconds (default 5),
 is saved to PNG, and the command exits 0. Without a display (no DISPLAY on Linux) give
 --screenshot or --duration. --fps prints the frames painted per second at exit.
@@ -110,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
                                  "[--duration S] to render offscreen, or --duration S to measure --fps")
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
+    from ..plot.qt_libs import xcb_problem
+
+    problem = xcb_problem()  # before Qt loads: its own abort text names no package
+    if problem:
+        raise RtDecoderError(f"rt-decoder plot: {problem}")
     try:
         from pyqtgraph.Qt import QtCore, QtWidgets
 
