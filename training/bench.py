@@ -35,7 +35,7 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=str(DATA), help="folder holding the datasets")
     p.add_argument("--out", default="runs/bench", help="where models and metrics are written")
     p.add_argument("--time-limit", type=float, default=None, help="training time limit per run (s)")
-    p.add_argument("--json", help="also write all results to this JSON file")
+    p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE, for machines")
 
 
 def _mean(v) -> float:
@@ -89,7 +89,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ziv-model", default="runs/ziv/model.onnx", help="trained ziv CA1 model for the fidelity figures")
     p.add_argument("--ziv-data", default=str(DATA / "ziv_ca1_calcium_linear_track"), help="ziv CA1 data folder")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE, for machines")
 
 
 def random_generative_model(side: int, config: str | Path, path: Path) -> Path:
@@ -137,6 +138,10 @@ def run_generate(args: argparse.Namespace) -> int:
               f"{args.threads} thread(s), {sm.providers[0]}")
         print(f"  total {info['seconds']:.2f} s = {info['steps_per_s']:.0f} steps/s (goal: 5000 steps <= 10 s)")
         print(f"  step alone: median {np.median(per_step) * 1e3:.3f} ms, p99 {np.percentile(per_step, 99) * 1e3:.3f} ms")
+    figures = {"steps": args.steps, "neurons": sm.n_channels, "seconds": info["seconds"], "steps_per_s": info["steps_per_s"],
+               "step_ms_p50": float(np.median(per_step) * 1e3), "step_ms_p99": float(np.percentile(per_step, 99) * 1e3)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
     ziv = Path(args.ziv_model)
     if not ziv.exists():
         print(f"fidelity: {ziv} not found; train it with rt-decoder train --config configs/ziv_ca1_calcium_linear_track.yaml --out runs/ziv")
@@ -152,8 +157,11 @@ def run_generate(args: argparse.Namespace) -> int:
     gen, info = generate(m, b - a, seed=args.seed, burn_in=200, progress=True)
     s = compare_statistics(gen, real, bin_s=rec.bin_s, binarize_real=True)["summary"]
     print(f"fidelity of {ziv} (ziv CA1, {rec.n_channels} neurons) vs the held-out test block ({b - a} frames):")
-    print(f"  held-out next-frame {json.dumps({k: v for k, v in ev.items() if isinstance(v, (int, float))})}")
+    print("  held-out next-frame " + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in ev.items()
+                                            if isinstance(v, (int, float))))
     print(f"  {b - a} sampled frames ({info['steps_per_s']:.0f} steps/s): mean rate {s['mean_rate_generated']:.4f} Hz "
           f"vs real {s['mean_rate_real']:.4f} Hz; per-neuron rate corr {s['rate_corr']:.3f}; "
           f"pairwise-correlation corr {s['pairwise_corr_corr']:.3f}; Fano corr {s['fano_corr']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures | {"held_out": ev, "fidelity": s}, indent=2, default=float))
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "measure latency, throughput, accuracy or generation speed and print the figures"
+HELP = "measure latency, throughput, accuracy or generation speed and print the figures (--json FILE for machines)"
 
 TARGETS = {
     "latency": ("rt_decoder.runtime.bench", "latency"),
@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if e.name is None or not module.startswith(e.name):
                 raise
             continue
-        p = sub.add_parser(name, help=getattr(mod, f"{func.upper()}_HELP", name),
+        text = getattr(mod, f"{func.upper()}_HELP", name)
+        p = sub.add_parser(name, help=text, description=f"rt-decoder bench {name}: {text}",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         getattr(mod, f"add_{func}_arguments")(p)
         p.set_defaults(_bench=getattr(mod, f"run_{func}"))

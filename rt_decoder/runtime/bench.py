@@ -47,7 +47,8 @@ def _common(p: argparse.ArgumentParser, bins: int) -> None:
     p.add_argument("--priority", choices=["realtime", "normal"], default="realtime", help="scheduling of replay and runtime")
     p.add_argument("--spin-ms", type=float, default=1.0, help="the runtime's --spin-ms (poll around each expected bin; 0 = sleep)")
     p.add_argument("--no-keep-warm", action="store_true", help="pass --no-keep-warm to the runtime")
-    p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--json", type=Path, metavar="FILE",
+                   help="also write every figure as JSON to FILE, for machines (the terminal gets the summary)")
     p.add_argument("--log", type=Path, help="keep the runtime's session log here (per-bin timings)")
     p.add_argument("--warmup-s", type=float, default=1.0, help="seconds of predictions before the measured window")
 
@@ -260,11 +261,22 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
     return out
 
 
+MIN_BINS_TO_JUDGE = 10000  # a p99 or a zero-miss claim over fewer bins says little: not judged
+
+
+def judge(goals: list[tuple[str, bool]], bins: int, min_bins: int = MIN_BINS_TO_JUDGE) -> list[tuple[str, str]]:
+    """(goal, verdict) with verdict "met", "NOT met", or "not judged: N bins < MIN" for a short run."""
+    if bins < min_bins:
+        return [(text, f"not judged: {bins} bins < {min_bins}") for text, _ in goals]
+    return [(text, "met" if ok else "NOT met") for text, ok in goals]
+
+
 def _print(title: str, r: dict[str, Any], goals: list[tuple[str, bool]]) -> None:
     lat = r["consumer_latency_ms"]
     rt = r["runtime_whole_run"]
     print(f"{title}")
-    print(f"  model      {r['model']}; providers {r['providers']}, {r['threads']} thread(s), {r['priority']} priority")
+    print(f"  model      {r['model']}; providers {', '.join(r['providers']) or '-'}, {r['threads']} thread(s), "
+          f"{r['priority']} priority")
     rate = f" at {r['source_rate']:g} Hz" if r["source_rate"] else ""
     print(f"  input      {r['format']}{rate}, {r['channels']} ch, {r['bin_ms']:g} ms bins, speed {r['speed']:g}x, "
           f"budget {r['budget_ms']:g} ms, emit {r['emit']}, spin {r['spin_ms']:g} ms")
@@ -281,19 +293,18 @@ def _print(title: str, r: dict[str, Any], goals: list[tuple[str, bool]]) -> None
         b = r.get("backlog", {})
         print(f"  rate       {r['bins_per_s']:.0f} bins/s sustained; backlog max first/last quarter "
               f"{b.get('first_quarter_max', '-')}/{b.get('last_quarter_max', '-')}")
-    for text, ok in goals:
-        print(f"  goal       {text}: {'met' if ok else 'NOT met'}")
+    for text, verdict in judge(goals, r["bins_measured"]):
+        print(f"  goal       {text}: {verdict}")
 
 
 def run_latency(args: argparse.Namespace) -> int:
     r = _measure(args, speed=1.0, pin=None)
     lat = r["consumer_latency_ms"]
     goals = [("p99 <= 2 ms", lat["p99"] <= 2.0),
-             (f"zero deadline misses at {args.budget_ms:g} ms", r["window"]["misses"] == 0),
-             (">= 10000 bins", r["bins_measured"] >= 10000)]
+             (f"zero deadline misses at {args.budget_ms:g} ms", r["window"]["misses"] == 0)]
     _print("rt-decoder bench latency", r, goals)
     if args.json:
-        args.json.write_text(json.dumps(r | {"goals": dict(goals)}, indent=2))
+        args.json.write_text(json.dumps(r | {"goals": dict(judge(goals, r["bins_measured"]))}, indent=2))
     return 0
 
 
@@ -313,7 +324,7 @@ def run_throughput(args: argparse.Namespace) -> int:
              ("backlog not growing", b.get("last_quarter_max", 0) <= max(2, b.get("first_quarter_max", 0)))]
     _print(f"rt-decoder bench throughput (runtime pinned to core {cpu})", r, goals)
     if args.json:
-        args.json.write_text(json.dumps(r | {"goals": dict(goals)}, indent=2))
+        args.json.write_text(json.dumps(r | {"goals": dict(judge(goals, r["bins_measured"]))}, indent=2))
     return 0
 
 
