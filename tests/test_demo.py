@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rt_decoder.cli import main as cli_main
-from rt_decoder.demo import DemoOptions, format_result, match_by_time, run_demo
+from rt_decoder.commands.demo_pipeline import DemoOptions, format_result, match_by_time, run_demo
 
 
 def test_match_by_time_pairs_equal_bin_ends():

@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import DemoOptions, format_result, run_demo
+    from .demo_pipeline import DemoOptions, format_result, run_demo
 
     for flag, v in (("--minutes", args.minutes), ("--train-time", args.train_time), ("--replay-s", args.replay_s),
                     ("--speed", args.speed), ("--budget-ms", args.budget_ms)):

@@ -101,8 +101,8 @@ def write_report(
         a, b = cols
         ax.plot(truth[shown, a], truth[shown, b], color=TRUTH_COLOR, lw=1.2, label="true")
         ax.plot(pred[shown, a], pred[shown, b], color=PRED_COLOR, lw=0.8, alpha=0.8, label="predicted")
-        ax.set_xlabel(names[a])
-        ax.set_ylabel(names[b])
+        ax.set_xlabel(f"{names[a]} ({units[a]})" if units[a] else names[a])
+        ax.set_ylabel(f"{names[b]} ({units[b]})" if units[b] else names[b])
         ax.set_aspect("equal", adjustable="datalim")
         ax.legend(loc="upper right", fontsize=8)
         span = t[shown][-1] - t[shown][0] if shown.any() else 0.0
@@ -111,6 +111,7 @@ def write_report(
         ax.plot(t, truth[:, 0], color=TRUTH_COLOR)
         ax.plot(t, pred[:, 0], color=PRED_COLOR)
         ax.set_title(f"{names[0]} over the session", fontsize=10, loc="left")
+        ax.set_ylabel(f"{names[0]} ({units[0]})" if units[0] else names[0])
     ax.grid(alpha=0.3)
 
     ax = fig.add_subplot(gs[top:, 1])

@@ -1,4 +1,5 @@
-"""The end-to-end demo: a session → a trained decoder → live replay over LSL → live plot → report.
+"""The `rt-decoder demo` pipeline (commands/demo.py is its command line): a session → a trained decoder
+→ live replay over LSL → live plot → report.
 
 Steps, each printed as it starts:
   1. data: the given recording (any format `convert` reads) or a simulated center-out session;
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RtDecoderError, where
+from ..errors import RtDecoderError, where
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -55,10 +56,10 @@ def _say(log: Callable[[str], None], step: str, text: str) -> None:
 
 def load_data(opts: DemoOptions, log: Callable[[str], None]):
     """The recording to decode, and the path `rt-decoder train` should read it from."""
-    from .recording import save_npz
+    from ..recording import save_npz
 
     if opts.data is not None:
-        from .runtime.player import load_for_replay
+        from ..runtime.player import load_for_replay
 
         rec, _ = load_for_replay(opts.data)  # binned as recorded (event files: the loader's default)
         if rec.behavior is None:
@@ -66,7 +67,7 @@ def load_data(opts: DemoOptions, log: Callable[[str], None]):
         _say(log, "data", f"{opts.data}: {rec.n_bins} bins x {rec.n_channels} channels at {rec.bin_s * 1000:g} ms, "
              f"outputs {', '.join(rec.behavior_names)}")
         return rec, opts.data
-    from .simulate import simulate_session
+    from ..simulate import simulate_session
 
     rec = simulate_session(minutes=opts.minutes, channels=opts.channels, bin_s=opts.bin_ms / 1000.0, seed=opts.seed)
     path = save_npz(rec, opts.out / "session.npz")
@@ -94,8 +95,8 @@ def train_model(opts: DemoOptions, data_path: Path, log: Callable[[str], None]) 
 
 
 def fit_baseline(rec, kind: str, out: Path, log: Callable[[str], None]) -> Path:
-    from .baselines import fit_baselines
-    from .step_graph import save
+    from ..baselines import fit_baselines
+    from ..step_graph import save
 
     models = fit_baselines(rec)
     path = out / f"{kind}.onnx"
@@ -146,9 +147,9 @@ def run_live(opts: DemoOptions, rec, model_path: Path, log: Callable[[str], None
     plot it with `rt-decoder plot`, and record every stream like any consumer would."""
     from tqdm import tqdm
 
-    from .plot.streams import StreamWatcher
-    from .recording import split_bounds
-    from .runtime.player import Player
+    from ..plot.streams import StreamWatcher
+    from ..recording import split_bounds
+    from ..runtime.player import Player
 
     name = opts.name or f"demo{os.getpid()}"
     names = {"decoder": f"{name}-decoder", "stats": f"{name}-decoder-stats", "zeta": f"{name}-decoder-zeta",
@@ -232,11 +233,11 @@ def run_live(opts: DemoOptions, rec, model_path: Path, log: Callable[[str], None
 
 def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
     """Run every step; returns (and writes to OUT/demo.json) the figures."""
-    from .metrics import r2
-    from .plot.report import write_report
-    from .plot.stats import latency_values
-    from .plot.streams import StreamMeta
-    from .step_model import StepModel
+    from ..metrics import r2
+    from ..plot.report import write_report
+    from ..plot.stats import latency_values
+    from ..plot.streams import StreamMeta
+    from ..step_model import StepModel
 
     opts.out.mkdir(parents=True, exist_ok=True)
     rec, data_path = load_data(opts, log)
