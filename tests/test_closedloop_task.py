@@ -288,3 +288,72 @@ def test_core_hold_broken_then_success_counts_entries_and_dial_in():
     assert r.time_to_target_s == pytest.approx(0.9, abs=1e-6)   # target on at 0.1, success at 1.0 (hold included)
     # path from target on: 8 cm jump (efficiency 1 up to the first entry) ... out 4 cm, back 4 cm: 8 / 16
     assert r.path_efficiency == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- the window (offscreen Qt)
+
+@pytest.fixture
+def qt_ok():
+    pytest.importorskip("pytestqt")
+    from rt_decoder.plot.window import qt_problem
+
+    if qt_problem():  # would abort the whole pytest process, not just fail
+        pytest.skip(qt_problem())
+
+
+def test_window_shows_target_and_cursor_counts_trials_and_publishes_the_pointer(qt_ok, qtbot):
+    from pyqtgraph.Qt import QtCore
+
+    from rt_decoder.closedloop.task import RunnerSettings, TaskRunner
+    from rt_decoder.closedloop.task_window import HOLD_COLOR, REACH_COLOR, TaskWindow
+
+    cfg = TaskConfig(mode="observe", hold_s=0.15, iti_s=0.05, n_trials=2, reach_s=0.4)
+    runner = TaskRunner(cfg, RunnerSettings(name=unique("win"), lead_s=0.3), log=lambda s: None)
+    win = TaskWindow(cfg.workspace, 0, runner.set.name)
+    qtbot.addWidget(win)
+    win.show()
+    lsl = L.pylsl()
+    found = lsl.resolve_bypred(f"name='{S.pointer_name(runner.set.name)}'", 1, 5.0)
+    assert found and found[0].type() == S.POINTER_TYPE and found[0].channel_count() == 2
+    pointer = lsl.StreamInlet(found[0])
+    pointer.open_stream(timeout=5)
+    # the mouse at workspace (3, -2) cm
+    win._mouse_moved(win.plot.getViewBox().mapViewToScene(QtCore.QPointF(3.0, -2.0)))
+    win.attach(runner)
+    colours = set()
+
+    def target_drawn() -> bool:
+        s = win._drawn
+        if s is None or s.target is None or not win.target.isVisible():
+            return False
+        c = win.target.rect().center()
+        assert (c.x(), c.y()) == pytest.approx((s.target.x, s.target.y), abs=1e-6)
+        assert win.target.rect().width() == pytest.approx(2 * s.target.radius)
+        assert (win.cursor.pos().x(), win.cursor.pos().y()) == pytest.approx(s.cursor, abs=1e-6)
+        colours.add(win.target.brush().color().getRgb()[:3])
+        return HOLD_COLOR in colours
+
+    qtbot.waitUntil(target_drawn, timeout=10000)
+    assert REACH_COLOR in colours  # amber while reaching, then green while holding
+    qtbot.waitUntil(lambda: not win.running, timeout=10000)
+    qtbot.waitUntil(lambda: "success 2/2 (100%)" in win.status.text(), timeout=5000)
+    assert "trial 2" in win.status.text() and "block done" in win.status.text()
+    data, _ = pointer.pull_chunk(timeout=1.0)
+    assert len(data) > 0 and data[-1] == pytest.approx([3.0, -2.0], abs=1e-3)
+    win.finish()
+
+
+def test_grid_window_marks_a_hold_in_the_wrong_cell(qt_ok, qtbot):
+    from rt_decoder.closedloop.task import Snapshot, Target
+    from rt_decoder.closedloop.task_window import REACH_COLOR, TaskWindow
+
+    win = TaskWindow(3.0, grid=3, pointer=False)
+    qtbot.addWidget(win)
+    cued = Target(2.0, 2.0, 1.0, cell=2)
+    win.show_snapshot(Snapshot((-2.0, -2.0), cued, S.STATE_HOLD, 1, 0, 0, "", 3, 3.0))  # holding in cell 6
+    assert win.target.isVisible() and win.held.isVisible()
+    assert win.target.brush().color().getRgb()[:3] == REACH_COLOR
+    r = win.held.mapRectToParent(win.held.rect())
+    assert (r.center().x(), r.center().y()) == pytest.approx((-2.0, -2.0))
+    win.show_snapshot(Snapshot((2.0, 2.0), cued, S.STATE_HOLD, 1, 0, 0, "", 3, 3.0))   # in the cued cell
+    assert not win.held.isVisible()

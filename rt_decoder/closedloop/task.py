@@ -108,12 +108,17 @@ class Target:
         return self.cell >= 0
 
 
+def cell_of(xy: Any, workspace: float, n: int) -> int:
+    """Row-major index (row 0 at the top) of the cell of an n x n grid over [-workspace, workspace]^2
+    that holds the point xy (points on the edge belong to the edge cell)."""
+    w = 2.0 * workspace / n
+    col = min(max(int(math.floor((xy[0] + workspace) / w)), 0), n - 1)
+    row = min(max(int(math.floor((workspace - xy[1]) / w)), 0), n - 1)
+    return row * n + col
+
+
 def grid_cell(cfg: TaskConfig, xy: np.ndarray) -> int:
-    """Row-major cell index (row 0 at the top) of a point in the workspace."""
-    w = cfg.cell_width
-    col = min(max(int(math.floor((xy[0] + cfg.workspace) / w)), 0), cfg.grid - 1)
-    row = min(max(int(math.floor((cfg.workspace - xy[1]) / w)), 0), cfg.grid - 1)
-    return row * cfg.grid + col
+    return cell_of(xy, cfg.workspace, cfg.grid)
 
 
 def grid_centre(cfg: TaskConfig, cell: int) -> tuple[float, float]:
