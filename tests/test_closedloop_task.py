@@ -385,3 +385,12 @@ def test_grid_window_marks_a_hold_in_the_wrong_cell(qt_ok, qtbot):
     assert (r.center().x(), r.center().y()) == pytest.approx((-2.0, -2.0))
     win.show_snapshot(Snapshot((2.0, 2.0), cued, S.STATE_HOLD, 1, 0, 0, "", 3, 3.0))   # in the cued cell
     assert not win.held.isVisible()
+
+
+@pytest.mark.parametrize("args, what", [(["--trials", "0"], "--trials 0"), (["--grid", "1", "--task", "grid"], "--grid 1"),
+                                        (["--ring-radius", "11"], "does not fit"), (["--rate", "0"], "--rate 0")])
+def test_bad_settings_are_one_line(capsys, args, what):
+    rc = cli_main(["task", "--headless", "--wait", "0.1", "--name", unique("t"), *args])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rt-decoder task: error: ") and what in err[0]
