@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gain", metavar="G", type=float, default=1.0, help="velocity control: cursor += gain * v * dt (default 1)")
     p.add_argument("--rate", metavar="HZ", type=float, default=S.TASK_RATE_HZ, help=f"task update rate, Hz (default {S.TASK_RATE_HZ:g})")
     p.add_argument("--name", metavar="NAME", default=S.DEFAULT_TASK_NAME, help=f"stream name prefix: NAME-state, NAME-markers, NAME-pointer (default {S.DEFAULT_TASK_NAME})")
+    p.add_argument("--priority", choices=["realtime", "normal"], default="realtime",
+                   help="realtime: SCHED_FIFO for the task loop's thread when permitted, so updates wake on time on a "
+                        "busy machine (default realtime)")
     p.add_argument("--headless", action="store_true", help="no window (no NAME-pointer stream either)")
     p.add_argument("--out", metavar="DIR", type=Path, help="write trials.csv and summary.json into this directory")
 
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TaskConfig(task=args.task, mode=args.mode, workspace=args.workspace, ring_radius=args.ring_radius,
                      target_radius=args.target_radius, hold_s=args.hold_ms / 1000.0, timeout_s=args.timeout_s,
                      iti_s=args.iti_ms / 1000.0, grid=args.grid, seed=args.seed, reach_s=args.reach_s, n_trials=args.trials)
-    settings = RunnerSettings(name=args.name, decoder=args.decoder, gain=args.gain, rate=args.rate, wait_s=args.wait, lead_s=args.lead_s,
+    settings = RunnerSettings(name=args.name, decoder=args.decoder, gain=args.gain, rate=args.rate, wait_s=args.wait, lead_s=args.lead_s, priority=args.priority,
                               duration_s=args.duration, out=args.out)
     runner = TaskRunner(cfg, settings)
     if args.headless:
