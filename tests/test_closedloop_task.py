@@ -395,3 +395,19 @@ def test_bad_settings_are_one_line(capsys, args, what):
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rt-decoder task: error: ") and what in err[0]
+
+
+def test_minimum_jerk_reach_starts_and_ends_at_rest():
+    from rt_decoder.closedloop.task import minimum_jerk
+
+    p0, p1 = np.array([0.0, 0.0]), np.array([8.0, -4.0])
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 0.0), p0)
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 0.5), (p0 + p1) / 2)   # symmetric profile
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 1.0), p1)
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 3.0), p1)             # holds at the target
+    h = 1e-4
+    assert np.hypot(*(minimum_jerk(p0, p1, h) - p0)) / h < 1e-6          # zero velocity at the ends
+    assert np.hypot(*(p1 - minimum_jerk(p0, p1, 1 - h))) / h < 1e-6
+    # peak speed 1.875 * distance / duration at the midpoint (Flash & Hogan 1985)
+    v = np.hypot(*(minimum_jerk(p0, p1, 0.5 + h) - minimum_jerk(p0, p1, 0.5 - h))) / (2 * h)
+    assert v == pytest.approx(1.875 * np.hypot(8, 4), rel=1e-6)
