@@ -155,9 +155,10 @@ def split_bounds(n_bins: int, val: float = 0.1, test: float = 0.2) -> dict[str, 
 
 def save_npz(rec: Recording, path: str | Path) -> Path:
     """Write the canonical .npz (compressed)."""
+    from .atomic import atomic_path
+
     rec.validate()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"counts": rec.counts, "bin_s": np.float64(rec.bin_s)}
     if rec.behavior is not None:
         arrays["behavior"] = rec.behavior
@@ -167,7 +168,8 @@ def save_npz(rec: Recording, path: str | Path) -> Path:
         arrays["trial_starts"] = rec.trial_starts
     for k, v in rec.extra.items():
         arrays[k] = np.asarray(v)
-    np.savez_compressed(path, **arrays)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
     return path
 
 

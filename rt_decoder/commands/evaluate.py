@@ -17,7 +17,6 @@ predictions it recorded are reproduced exactly (no --data needed).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 HELP = "score a model on a recording's test block (R2/RMSE/r or bits per spike), or re-check a session log"
@@ -75,8 +74,11 @@ def format_table(res: dict) -> str:
 
 
 def _rerun_log(args: argparse.Namespace) -> int:
+    from ..atomic import check_output, write_json
     from ..runtime.session_log import rerun_log
 
+    if args.json:
+        check_output(args.json, "--json file")
     res = rerun_log(args.model, args.log, threads=args.threads)
     summary = {k: v for k, v in res.items() if not hasattr(v, "shape")}
     exact = bool(res.get("exact", False))
@@ -86,8 +88,7 @@ def _rerun_log(args: argparse.Namespace) -> int:
     if not res.get("model_matches", True):
         print("note: this model file is not the one the session logged (sha256 differs)")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_json(args.json, summary, sort_keys=True)
         print(f"wrote {args.json}")
     return 0 if exact else 1
 
@@ -121,9 +122,14 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("evaluate: --data FILE is required (or --log FILE to re-check a session log)")
     if not args.model and not args.baselines:
         raise ModelError("evaluate: give MODEL.onnx, or --baselines to score Wiener and Kalman filters on --data")
+    from ..atomic import check_output, check_output_dir, write_json
     from ..evaluation import evaluate_decoder
     from ..step_model import StepModel
 
+    if args.json:
+        check_output(args.json, "--json file")
+    if args.save_baselines:
+        check_output_dir(args.save_baselines, "--save-baselines folder")
     model = StepModel(args.model, threads=args.threads) if args.model else None
     rec = load_data(args.data, args.bin_ms)
     if model is not None:
@@ -140,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if args.baselines:
         res["baselines"] = _baselines(args, rec, bounds, model)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        write_json(args.json, res)
         print(f"wrote {args.json}")
     return 0
 
@@ -163,7 +168,6 @@ def _baselines(args: argparse.Namespace, rec, bounds: dict, model) -> dict:
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.save_baselines) if args.save_baselines else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
         results = evaluate_baselines(rec, bounds, lag, folder, args.split, taps=args.taps, progress=not args.quiet)
         for name, r in results.items():
             print(format_table(r))
