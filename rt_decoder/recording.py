@@ -178,7 +178,17 @@ def load_npz(path: str | Path, bin_s: float | None = None) -> Recording:
 
     Event recordings need `bin_s` (or store one); they are binned here at that width.
     """
+    from .filekind import kind_of, not_what_expected, read_head
+
     path = Path(path)
+    try:
+        head = read_head(path)
+    except FileNotFoundError:
+        raise DataError(where(path, "no such file")) from None
+    except OSError as e:
+        raise DataError(where(path, f"cannot read file ({e.strerror or type(e).__name__})")) from None
+    if kind_of(head) != "npz":
+        raise DataError(where(path, not_what_expected(path, "npz", head)))
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}

@@ -9,6 +9,7 @@ Two modes (DESIGN §1):
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -205,8 +206,10 @@ class Batches:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Atomic (rt_decoder.atomic): a crash or a full disk leaves the previous checkpoint intact."""
+    buf = io.BytesIO()          # serialized first: a full disk then fails as an OSError naming the cause
+    torch.save(state, buf)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 def check_resume(ck: dict, ckpt_path: Path, cfg: dict, data_sha256: str) -> None:

@@ -17,6 +17,7 @@ predictions it recorded are reproduced exactly (no --data needed).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "score a model on a recording's test block (R2/RMSE/r or bits per spike), or re-check a session log"
@@ -93,6 +94,20 @@ def _rerun_log(args: argparse.Namespace) -> int:
     return 0 if exact else 1
 
 
+def provenance_warnings(card, model_path, rec, data_path) -> list[str]:
+    """What a reader of the scores must know: the model came from other data, or is partial."""
+    out = []
+    theirs, ours = card.data_sha256, rec.fingerprint()
+    if theirs and theirs != ours:
+        out.append(f"{model_path} was trained on other data (sha256 {theirs[:12]}) than {data_path} "
+                   f"(sha256 {ours[:12]}); these scores are on data it has not seen")
+    elif not theirs:
+        out.append(f"{model_path}: its card records no training-data fingerprint; cannot tell whether {data_path} was seen")
+    if (card.extra or {}).get("partial"):
+        out.append(f"{model_path} is partial: its training was interrupted (see its metrics.json)")
+    return out
+
+
 def choose_bounds(card, rec, val_frac: float | None, test_frac: float | None) -> dict:
     """Explicit fractions win; else the card's own split on its training recording; else 70/10/20."""
     from ..errors import DataError
@@ -141,6 +156,11 @@ def run(args: argparse.Namespace) -> int:
         res = {"outputs": list(rec.behavior_names or []), "bin_s": rec.bin_s, "split": bounds, "block": args.split}
     res["data_file"] = str(args.data)
     res["data_sha256"] = rec.fingerprint()
+    if model is not None:
+        res["model_data_sha256"] = model.card.data_sha256
+        res["model_run_id"] = (model.card.extra or {}).get("run_id", "")
+        for line in provenance_warnings(model.card, args.model, rec, args.data):
+            print(f"rt-decoder evaluate: warning: {line}", file=sys.stderr)
     if model is not None:
         print(format_table(res))
     if args.baselines:
