@@ -172,9 +172,10 @@ def test_full_disk_during_evaluate_json_keeps_the_old_file(session, tmp_path):
     assert json.loads(out.read_text()) == {"old": True} and leftovers(tmp_path) == []
 
 
-def test_train_out_unwritable_is_one_line_before_loading(blocker, capsys, tmp_path):
+def test_train_out_unwritable_is_one_line_before_loading(session, blocker, capsys):
     pytest.importorskip("torch")
-    code = main(["train", "--config", "default", "--data", str(tmp_path / "absent.npz"), "--out", str(blocker / "run")])
+    d, _ = session
+    code = main(["train", "--config", "default", "--data", str(d / "sim.npz"), "--out", str(blocker / "run")])
     one_line(code, capsys.readouterr().err, "--out folder", "is a file, not a folder")
 
 

@@ -45,20 +45,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rt_decoder.errors import ConfigError
+    from rt_decoder.atomic import check_output_dir
+    from rt_decoder.errors import ConfigError, DataError, where
 
     config = importlib.import_module("training.config")
+    cfg = config.load_config(args.config)
+    if args.seed is not None:
+        cfg["training"]["seed"] = args.seed
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
+    # the cheap checks before torch is imported (seconds) and training starts
+    data = args.data or cfg["data"]
+    if data and not Path(data).exists():
+        raise DataError(where(data, "no such file or folder"))
+    check_output_dir(args.out, "--out folder")
     try:
         pipeline = importlib.import_module("training.pipeline")
     except ModuleNotFoundError as e:
         if e.name == "torch":
             raise ConfigError("torch is not installed: pip install 'rt-decoder[train]'") from None
         raise
-    cfg = config.load_config(args.config)
-    if args.seed is not None:
-        cfg["training"]["seed"] = args.seed
-    if args.time_limit is not None and args.time_limit <= 0:
-        raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
     try:
         m = pipeline.run_training(cfg, args.data, args.out, time_limit=args.time_limit, resume=args.resume,
                                   baselines=False if args.no_baselines else None,
