@@ -15,7 +15,6 @@ EXPECTED = {
     "mat": "a MATLAB .mat file (v5/v7, starting 'MATLAB')",
     "hdf5": "an HDF5 file (.h5 / .nwb, starting '\\x89HDF')",
     "xdf": "an XDF file (starting 'XDF:')",
-    "onnx": "an ONNX model (a protobuf ModelProto with a graph)",
 }
 OTHER = {b"\x1f\x8b": "gzip-compressed data", b"\x93NUMPY": "a single NumPy array (.npy)",
          b"\x89PNG": "a PNG image", b"%PDF": "a PDF document", b"\x7fELF": "an executable (ELF)"}
@@ -69,9 +68,14 @@ def describe(head: bytes) -> str:
 
 def not_what_expected(path: str | Path, expected: str, head: bytes | None = None) -> str:
     """'is not <expected>: it is <what it is>' for a DataError/ModelError message."""
+    return f"is not {EXPECTED.get(expected, expected)}: it is {describe_file(path, head)}"
+
+
+def describe_file(path: str | Path, head: bytes | None = None) -> str:
+    """describe() of the file's first bytes ('an unreadable file' when it cannot be opened)."""
     if head is None:
         try:
             head = read_head(path)
         except OSError:
-            head = b""
-    return f"is not {EXPECTED.get(expected, expected)}: it is {describe(head)}"
+            return "an unreadable file"
+    return describe(head)

@@ -242,5 +242,5 @@ def test_a_model_file_that_is_not_onnx(capsys, tmp_path, rec, content, what):
     m.write_bytes(content)
     code = main(["evaluate", str(m), "--data", str(data)])
     err = capsys.readouterr().err
-    assert_one_line(code, err, "model.onnx", "is not an ONNX model", what)
+    assert_one_line(code, err, "model.onnx", "not a readable ONNX model", "expected a protobuf", what)
     assert "model card" not in err

@@ -54,11 +54,13 @@ def run(args: argparse.Namespace) -> int:
                     ("--speed", args.speed), ("--budget-ms", args.budget_ms)):
         if not v > 0:
             raise RtDecoderError(f"{flag}: must be > 0, got {v}")
+    from ..atomic import check_output_dir
     from ..configs import resolve
 
     for flag, path in (("--data", args.data), ("--model", args.model)):
         if path is not None and not path.exists():
             raise RtDecoderError(f"{path}: {flag} file does not exist")
+    check_output_dir(args.out, "--out folder")
     opts = DemoOptions(out=args.out, data=args.data, minutes=args.minutes, decoder=args.decoder, model=args.model,
                        config=resolve(args.config), train_time_s=args.train_time, replay_s=args.replay_s, speed=args.speed,
                        budget_ms=args.budget_ms, plot=args.plot, name=args.name, seed=args.seed)
