@@ -19,6 +19,9 @@ from typing import Any
 
 from .errors import OutputError, where
 
+_UMASK = os.umask(0o022)   # read once at import (umask can only be read by setting it)
+os.umask(_UMASK)
+
 
 def _reason(e: OSError) -> str:
     return e.strerror or type(e).__name__
@@ -77,6 +80,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
         os.close(fd)
+        os.chmod(tmp_name, 0o666 & ~_UMASK)   # mkstemp makes 0600; the result should be like any new file
     except OSError as e:
         raise OutputError(where(path, f"cannot write ({_reason(e)})")) from None
     tmp = Path(tmp_name)

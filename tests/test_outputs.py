@@ -91,6 +91,9 @@ def test_atomic_path_keeps_the_old_file_and_no_temp_on_failure(tmp_path):
     assert leftovers(tmp_path) == []
     write_json(dst, {"v": 3})
     assert json.loads(dst.read_text()) == {"v": 3} and leftovers(tmp_path) == []
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert dst.stat().st_mode & 0o777 == 0o666 & ~umask      # not mkstemp's private 0600
 
 
 def test_check_output_refuses_a_folder_under_a_file(blocker):

@@ -241,7 +241,9 @@ def test_ctrl_c_exports_the_best_model_so_far_marked_partial(tmp_path):
     exe = Path(sys.executable).parent / "rt-decoder"
     if not exe.exists():
         pytest.skip("rt-decoder console script not installed next to this Python")
-    data, _ = _session(tmp_path, minutes=1.5)
+    from rt_decoder.simulate import simulate_session
+
+    data = save_npz(simulate_session(minutes=1.0, channels=20, bin_s=0.05, seed=3), tmp_path / "sim.npz")
     (tmp_path / "long.yaml").write_text(SMALL.replace("max_epochs: 30, patience: 30", "max_epochs: 500, patience: 500"))
     out = tmp_path / "run"
     (out).mkdir()

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     # the cheap checks before torch is imported (seconds) and training starts
     data = args.data or cfg["data"]
     if data and not Path(data).exists():
-        raise DataError(where(data, "no such file or folder"))
+        from_config = "" if args.data else f" (the 'data' of {cfg['_source']}; pass --data FILE)"
+        raise DataError(where(data, f"no such file or folder{from_config}"))
     check_output_dir(args.out, "--out folder")
     try:
         pipeline = importlib.import_module("training.pipeline")
