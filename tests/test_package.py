@@ -79,3 +79,32 @@ def test_installed_train_help_and_config_names_resolve(installed):
         assert "config" not in r.stderr.split("error:")[-1], (extra, r.stderr)
     r = _run([exe, "train", "--config", "nonesuch", "--data", "absent.npz"], work)
     assert r.returncode == 2 and "no shipped config of that name" in r.stderr and "default" in r.stderr
+
+
+def test_config_names_resolve_in_the_checkout_too(tmp_path, monkeypatch):
+    """`configs/x.yaml` (the checkout's link), `x` and `x.yaml` name the same shipped file; `run
+    --config runtime` reads the shipped runtime defaults; a missing name lists what is shipped."""
+    from rt_decoder.commands.run import DEFAULTS, resolve_options
+    from rt_decoder.configs import CONFIG_DIR, resolve
+    from rt_decoder.errors import ConfigError
+
+    assert (ROOT / "configs").resolve() == CONFIG_DIR
+    for spec in ("default", "default.yaml", ROOT / "configs" / "default.yaml"):
+        assert resolve(spec).resolve() == CONFIG_DIR / "default.yaml"
+    monkeypatch.chdir(tmp_path)                                   # outside the checkout
+    assert resolve("configs/chestek_contdata95.yaml") == CONFIG_DIR / "chestek_contdata95.yaml"
+    (tmp_path / "default.yaml").write_text("name: mine\n")        # a file of that name wins
+    assert resolve("default.yaml") == Path("default.yaml")
+    with pytest.raises(ConfigError, match="no shipped config of that name.*chestek_contdata95"):
+        resolve("chestek")
+
+    class A:
+        pass
+    a = A()
+    for k in DEFAULTS:
+        setattr(a, k, None)
+    a.config = "runtime"
+    assert resolve_options(a)["budget_ms"] == DEFAULTS["budget_ms"]
+    a.config = "nonesuch"
+    with pytest.raises(ConfigError, match="runtime"):
+        resolve_options(a)
