@@ -56,11 +56,10 @@ def _needs_behavior(rec: Recording, what: str) -> np.ndarray:
 
 def _card(rec: Recording, model_type: str, states: list[StateSpec], lag_bins: int, extra: dict,
           origin: dict | None = None) -> ModelCard:
-    """origin: {"data_sha256", "split"} of the whole recording the blocks came from (fit_baselines);
+    """origin: {"data_sha256", "split", "run_id"} of the whole recording the blocks came from (fit_baselines);
     without it the card fingerprints the training block itself."""
     origin = origin or {}
-    if "split" in origin:
-        extra = extra | {"split": origin["split"]}
+    extra = extra | {k: origin[k] for k in ("split", "run_id") if origin.get(k)}
     return ModelCard(kind="decoder", model_type=model_type, bin_s=float(rec.bin_s),
                      channel_names=list(rec.channel_names), outputs=list(rec.behavior_names),
                      units=list(rec.behavior_units), states=states, lag_bins=int(lag_bins),
@@ -396,14 +395,16 @@ def _bounds(rec: Recording, split) -> dict[str, tuple[int, int]]:
     return b
 
 
-def fit_baselines(rec: Recording, split=None, lag_bins: int = 0, taps: int = 10) -> dict[str, onnx.ModelProto]:
+def fit_baselines(rec: Recording, split=None, lag_bins: int = 0, taps: int = 10,
+                  run_id: str = "") -> dict[str, onnx.ModelProto]:
     """Fit {"wiener", "kalman"} on rec's train block (Wiener's alpha on the val block).
 
     split: {"train": (a, b), "val": (b, c), ...} bin ranges (None: recording.split_bounds defaults).
-    The cards carry the fingerprint of the whole recording, like the trained model's.
+    The cards carry the fingerprint of the whole recording, like the trained model's, and the
+    id of the training run they belong to (run_id), so a folder's files can be told apart.
     """
     b = _bounds(rec, split)
     train, val = rec.slice(*b["train"]), rec.slice(*b["val"])
-    origin = {"data_sha256": rec.fingerprint(), "split": {k: list(v) for k, v in b.items()}}
+    origin = {"data_sha256": rec.fingerprint(), "split": {k: list(v) for k, v in b.items()}, "run_id": run_id}
     return {"wiener": fit_wiener(train, val, lag_bins=lag_bins, taps=taps, origin=origin),
             "kalman": fit_kalman(train, val, lag_bins=lag_bins, origin=origin)}

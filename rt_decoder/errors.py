@@ -21,6 +21,10 @@ class ModelError(RtDecoderError):
     """An ONNX model whose file, graph or model card is missing or inconsistent."""
 
 
+class OutputError(RtDecoderError):
+    """An output file or folder that cannot be created or written (bad folder, no permission, disk full)."""
+
+
 class StreamError(RtDecoderError):
     """An LSL stream that is not found or does not match the model card."""
 

@@ -219,8 +219,12 @@ def report_png(stats: dict, path: str | Path, generated: np.ndarray, real: np.nd
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    from .atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path

@@ -135,13 +135,21 @@ def read_card(path: str | Path) -> ModelCard:
     without a card is refused with a clear message rather than an onnxruntime error)."""
     import onnx
 
+    from .filekind import describe_file
+
+    expected = "not a readable ONNX model (expected a protobuf ModelProto with a graph)"
+
     path = Path(path)
     if not path.exists():
         raise ModelError(where(path, "no such model file"))
+    if path.is_dir():
+        raise ModelError(where(path, "is a folder; expected an ONNX model file"))
     try:
         m = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises protobuf DecodeError and others
-        raise ModelError(where(path, f"not a readable ONNX model ({type(e).__name__})")) from None
+        raise ModelError(where(path, f"{expected}: it is {describe_file(path)} ({type(e).__name__})")) from None
+    if not m.graph.node and not m.opset_import:   # empty or foreign bytes can parse as an empty message
+        raise ModelError(where(path, f"{expected}: it is {describe_file(path)}"))
     props = {p.key: p.value for p in m.metadata_props}
     if CARD_KEY not in props:
         raise ModelError(where(path, f"ONNX model has no model card (metadata_props[{CARD_KEY!r}]); was it exported by rt-decoder?"))

@@ -165,9 +165,10 @@ def split_bounds(n_bins: int, val: float = 0.1, test: float = 0.2) -> dict[str, 
 
 def save_npz(rec: Recording, path: str | Path) -> Path:
     """Write the canonical .npz (compressed)."""
+    from .atomic import atomic_path
+
     rec.validate()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"counts": rec.counts, "bin_s": np.float64(rec.bin_s)}
     if rec.behavior is not None:
         arrays["behavior"] = rec.behavior
@@ -178,14 +179,25 @@ def save_npz(rec: Recording, path: str | Path) -> Path:
         arrays["trial_starts"] = rec.trial_starts
     for k, v in rec.extra.items():
         arrays[k] = np.asarray(v)
-    np.savez_compressed(path, **arrays)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
     return path
 
 
 def load_npz(path: str | Path, bin_s: float | None = None) -> Recording:
     """Read a canonical binned .npz (`counts`), re-binned to `bin_s` when given. Event .npz files
     (`spike_times` + `spike_channels`) are read by rt_decoder.loaders (events_npz), which bins them."""
+    from .filekind import kind_of, not_what_expected, read_head
+
     path = Path(path)
+    try:
+        head = read_head(path)
+    except FileNotFoundError:
+        raise DataError(where(path, "no such file")) from None
+    except OSError as e:
+        raise DataError(where(path, f"cannot read file ({e.strerror or type(e).__name__})")) from None
+    if kind_of(head) != "npz":
+        raise DataError(where(path, not_what_expected(path, "npz", head)))
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}

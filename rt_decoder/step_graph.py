@@ -181,4 +181,8 @@ def build_affine_state_model(
 
 
 def save(model: onnx.ModelProto, path) -> None:
-    onnx.save(model, str(path))
+    """Write the model atomically (rt_decoder.atomic): a reader never sees half a graph."""
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))

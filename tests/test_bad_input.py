@@ -213,3 +213,34 @@ def test_console_script_on_truncated_file(tmp_path, rec):
     assert r.returncode == 2
     assert_one_line(r.returncode, r.stderr, "cut.npz")
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("notes.npz", b"time,x,y\n0,1,2\n", "is not a .npz file"),
+    ("empty.npz", b"", "is not a .npz file"),
+    ("notes.mat", b"% exported by hand\n1 2 3\n", "is not a MATLAB .mat file"),
+    ("table.h5", b"a,b\n1,2\n", "is not an HDF5 file"),
+    ("arr.npz", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'", "is not a .npz file"),
+])
+def test_a_file_that_is_not_what_its_name_says(capsys, tmp_path, name, content, expected):
+    """Say what the file is and what was expected, not the reader's confusion (a pickle ValueError)."""
+    p = tmp_path / name
+    p.write_bytes(content)
+    code, err = convert(capsys, p, tmp_path / "out.npz")
+    line = err.strip()
+    assert_one_line(code, err, name, expected)
+    what = {"notes.npz": "a text file starting 'time,x,y'", "empty.npz": "an empty file (0 bytes)",
+            "notes.mat": "a text file", "table.h5": "a text file", "arr.npz": "a single NumPy array (.npy)"}[name]
+    assert what in line and "pickle" not in line
+
+
+@pytest.mark.parametrize("content, what", [(b"", "an empty file (0 bytes)"), (b"hello, not a model\n", "a text file"),
+                                           (b"PK\x03\x04rest-of-a-zip", "a zip archive (.npz)")])
+def test_a_model_file_that_is_not_onnx(capsys, tmp_path, rec, content, what):
+    data = save_npz(rec, tmp_path / "d.npz")
+    m = tmp_path / "model.onnx"
+    m.write_bytes(content)
+    code = main(["evaluate", str(m), "--data", str(data)])
+    err = capsys.readouterr().err
+    assert_one_line(code, err, "model.onnx", "not a readable ONNX model", "expected a protobuf", what)
+    assert "model card" not in err

@@ -193,3 +193,19 @@ def test_cli_baselines_side_by_side(files, tmp_path, capsys):
     assert json.loads(out.read_text())["baselines"]["kalman"]["lag_bins"] == 0
     err = _one_line_error(capsys, ["evaluate", "--data", str(d / "sim.npz")])
     assert "MODEL.onnx" in err
+
+
+def test_cli_warns_when_the_model_was_trained_on_other_data(files, tmp_path, capsys):
+    d, rec = files
+    argv = ["evaluate", str(d / "wiener.onnx"), "--quiet", "--json", str(tmp_path / "p.json"), "--data"]
+    assert main(argv + [str(d / "sim.npz")]) == 0
+    assert "warning" not in capsys.readouterr().err                # its own data: no warning
+    other = replace(rec, counts=rec.counts[::-1].copy())
+    save_npz(other, tmp_path / "other.npz")
+    assert main(argv + [str(tmp_path / "other.npz")]) == 0
+    err = capsys.readouterr().err
+    warn = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(warn) == 1 and "other data" in warn[0] and rec.fingerprint()[:12] in warn[0]
+    assert other.fingerprint()[:12] in warn[0] and "other.npz" in warn[0]
+    res = json.loads((tmp_path / "p.json").read_text())
+    assert res["model_data_sha256"] == rec.fingerprint() and res["data_sha256"] == other.fingerprint()

@@ -69,6 +69,27 @@ def test_limblab_binned_data():
     np.testing.assert_allclose(rec.behavior[:, 2:], b.velocbin[:, :2], rtol=1e-6)
 
 
+def test_limblab_binned_data_under_another_variable_name(tmp_path):
+    """limblab also saves the struct as e.g. `train_data` (Jango_20141203_default_offline_data.mat,
+    limblab/bmi): it is found by its fields, not its name."""
+    import scipy.io
+
+    src = data_file("limblab_nick_co", "Nick_CO_001-01-binned.mat")
+    struct = scipy.io.loadmat(src)["binnedData"]
+    path = tmp_path / "Jango_like.mat"
+    scipy.io.savemat(path, {"train_data": struct, "notes": np.array(["offline data"]), "n": 3.0})
+    rec, ref = load_recording(path), load_recording(src)
+    assert rec.fingerprint() == ref.fingerprint()
+    assert rec.behavior_names == ref.behavior_names and rec.channel_names == ref.channel_names
+    np.testing.assert_array_equal(rec.trial_starts, ref.trial_starts)
+    scipy.io.savemat(path, {"a": struct, "b": struct})
+    with pytest.raises(DataError, match="several limblab binnedData structs"):
+        load_recording(path)
+    scipy.io.savemat(path, {"s": {"x": np.ones(3)}})
+    with pytest.raises(DataError, match="found variables"):
+        load_recording(path)
+
+
 @realdata
 def test_nlb_tensor_h5():
     path = data_file("mc_maze_small_nlb", "mc_maze_small_full.h5")

@@ -183,3 +183,88 @@ def test_online_mode_trains_the_learned_quantizer(tmp_path):
     assert float((res.model.quant.w.detach() - w0).abs().max()) > 1e-3
     assert res.history[-1]["val"] < res.history[0]["val"]
     assert (tmp_path / "ck.pt").exists()
+
+
+def test_resume_with_other_data_is_refused(tmp_path, capsys):
+    data, _ = _session(tmp_path, minutes=1.5)
+    from rt_decoder.simulate import simulate_session
+
+    other = save_npz(simulate_session(minutes=1.5, channels=40, bin_s=0.05, seed=4), tmp_path / "other.npz")
+    (tmp_path / "a.yaml").write_text(SMALL.replace("max_epochs: 30, patience: 30", "max_epochs: 1, patience: 5"))
+    out = tmp_path / "run"
+    base = ["train", "--config", str(tmp_path / "a.yaml"), "--out", str(out), "--no-baselines"]
+    assert _cli(base + ["--data", str(data)], capsys)[0] == 0
+    before = (out / "model.onnx").read_bytes()
+    code, _, err = _cli(base + ["--data", str(other), "--resume"], capsys)
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err
+    assert "checkpoint.pt" in errors[0] and "different data" in errors[0]
+    assert (out / "model.onnx").read_bytes() == before          # nothing was overwritten
+
+
+def test_every_artifact_names_its_data_and_run_and_stale_baselines_go(tmp_path, capsys):
+    import torch
+
+    from rt_decoder.model_card import read_card
+
+    data, rec = _session(tmp_path, minutes=1.5)
+    (tmp_path / "a.yaml").write_text(SMALL.replace("max_epochs: 30, patience: 30", "max_epochs: 1, patience: 5"))
+    out = tmp_path / "run"
+    base = ["train", "--config", str(tmp_path / "a.yaml"), "--data", str(data), "--out", str(out)]
+    assert _cli(base, capsys)[0] == 0
+    m = json.loads((out / "metrics.json").read_text())
+    run_id, sha = m["run_id"], rec.fingerprint()
+    assert run_id and m["data_sha256"] == sha and m["partial"] is False
+    for f in ("model.onnx", "wiener.onnx", "kalman.onnx"):
+        card = read_card(out / f)
+        assert card.data_sha256 == sha and card.extra["run_id"] == run_id, f
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["data_sha256"] == sha and ck["run_id"] == run_id
+    # retrain without baselines: the earlier run's wiener/kalman must not sit beside the new model
+    code, _, err = _cli(base + ["--no-baselines"], capsys)
+    assert code == 0 and "removed" in err
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["run_id"] != run_id and read_card(out / "model.onnx").extra["run_id"] == m2["run_id"]
+    assert not (out / "wiener.onnx").exists() and not (out / "kalman.onnx").exists()
+
+
+def test_ctrl_c_exports_the_best_model_so_far_marked_partial(tmp_path):
+    """A real SIGINT to a real `rt-decoder train`: best weights exported, partial, resume command printed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from rt_decoder.model_card import read_card
+
+    exe = Path(sys.executable).parent / "rt-decoder"
+    if not exe.exists():
+        pytest.skip("rt-decoder console script not installed next to this Python")
+    from rt_decoder.simulate import simulate_session
+
+    data = save_npz(simulate_session(minutes=1.0, channels=20, bin_s=0.05, seed=3), tmp_path / "sim.npz")
+    (tmp_path / "long.yaml").write_text(SMALL.replace("max_epochs: 30, patience: 30", "max_epochs: 500, patience: 500"))
+    out = tmp_path / "run"
+    (out).mkdir()
+    (out / "wiener.onnx").write_bytes(b"stale baseline of an earlier run")
+    p = subprocess.Popen([str(exe), "train", "--config", str(tmp_path / "long.yaml"), "--data", str(data),
+                          "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert p.poll() is None, p.communicate()
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["partial"] is True and m["stopped"] == "interrupted" and 1 <= m["epochs"] < 500
+    assert len(m["model"]["r2"]) == 4 and m["baselines"] == {}
+    card = read_card(out / "model.onnx")
+    assert card.extra["partial"] is True and card.extra["run_id"] == m["run_id"]
+    assert not (out / "wiener.onnx").exists()
+    hint = [ln for ln in stderr.splitlines() if "--resume" in ln]
+    assert hint and f"--out {out}" in hint[-1] and "--config" in hint[-1], stderr
+    assert "wrote" in stdout

@@ -16,12 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+from rt_decoder.atomic import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {
-    "chestek": ("chestek_contdata95/contdata95.mat", "configs/chestek_contdata95.yaml"),
-    "limblab": ("limblab_nick_co/Nick_CO_001-01-binned.mat", "configs/limblab_nick_co.yaml"),
-    "mc_maze_small": ("mc_maze_small_nlb/mc_maze_small_full.h5", "configs/mc_maze_small_nlb.yaml"),
+    "chestek": ("chestek_contdata95/contdata95.mat", "chestek_contdata95"),
+    "limblab": ("limblab_nick_co/Nick_CO_001-01-binned.mat", "limblab_nick_co"),
+    "mc_maze_small": ("mc_maze_small_nlb/mc_maze_small_full.h5", "mc_maze_small_nlb"),
 }
 
 ACCURACY_HELP = "train on the real datasets (own config and configs/default.yaml) and compare R2 with Wiener/Kalman"
@@ -53,16 +55,16 @@ def run_accuracy(args: argparse.Namespace) -> int:
         data = Path(args.data_dir) / rel
         if not data.exists():
             raise DataError(f"{data}: dataset not present (see ../shared/data/*/SOURCE.txt)")
-        configs = {"own": [own], "default": ["configs/default.yaml"], "both": [own, "configs/default.yaml"]}[args.configs]
+        configs = {"own": [own], "default": ["default"], "both": [own, "default"]}[args.configs]
         for c in configs:
-            cfg = load_config(ROOT / c)
-            out = Path(args.out) / f"{name}-{Path(c).stem}"
+            cfg = load_config(c)
+            out = Path(args.out) / f"{name}-{c}"
             t0 = time.perf_counter()
             m = run_training(cfg, str(data), out, time_limit=args.time_limit, log=lambda s: print(s, file=sys.stderr))
             results.append({"dataset": name, "config": c, "out": str(out), "wall_s": time.perf_counter() - t0, **m})
     print(accuracy_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     return 0
 
 
@@ -84,7 +86,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=5000, help="autoregressive steps to time")
     p.add_argument("--side", type=int, default=64, help="canvas side; neurons = side*side")
     p.add_argument("--model", help="a trained generative model.onnx to time instead of random weights at side x side")
-    p.add_argument("--config", default="configs/ziv_ca1_calcium_linear_track.yaml",
+    p.add_argument("--config", default="ziv_ca1_calcium_linear_track",
                    help="architecture (widths, decays) for the random-weight model")
     p.add_argument("--ziv-model", default="runs/ziv/model.onnx", help="trained ziv CA1 model for the fidelity figures")
     p.add_argument("--ziv-data", default=str(DATA / "ziv_ca1_calcium_linear_track"), help="ziv CA1 data folder")
@@ -128,7 +130,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from rt_decoder.step_model import StepModel
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.model) if args.model else random_generative_model(args.side, ROOT / args.config, Path(tmp) / "g.onnx")
+        path = Path(args.model) if args.model else random_generative_model(args.side, args.config, Path(tmp) / "g.onnx")
         sm = StepModel(path, threads=args.threads, providers="cpu")
         per_step = sm.time_steps(500)
         _, info = generate(sm, args.steps, seed=args.seed, progress=True)
@@ -144,7 +146,7 @@ def run_generate(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     ziv = Path(args.ziv_model)
     if not ziv.exists():
-        print(f"fidelity: {ziv} not found; train it with rt-decoder train --config configs/ziv_ca1_calcium_linear_track.yaml --out runs/ziv")
+        print(f"fidelity: {ziv} not found; train it with rt-decoder train --config ziv_ca1_calcium_linear_track --out runs/ziv")
         return 0
     from rt_decoder.evaluation import evaluate_decoder
     from rt_decoder.loaders import load_recording

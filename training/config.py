@@ -163,10 +163,13 @@ def validate(cfg: dict, src: str) -> dict:
     return cfg
 
 
-def load_config(path: str | Path) -> dict:
-    """Read, merge over DEFAULTS, validate. Relative data paths resolve against the config's folder
-    when that file exists there, else against the working directory."""
-    path = Path(path)
+def load_config(path: str | Path | None = None) -> dict:
+    """Read, merge over DEFAULTS, validate. `path` is a file or a shipped config's name
+    (rt_decoder.configs.resolve; None = the default config). Relative data paths resolve against
+    the config's folder when that file exists there, else against the working directory."""
+    from rt_decoder.configs import resolve
+
+    path = resolve(path)
     src = str(path)
     try:
         text = path.read_text()

@@ -1,5 +1,6 @@
 """`rt-decoder train` end to end: load -> prepare -> fit -> export -> baselines -> evaluate ->
-DIR/model.onnx, DIR/metrics.json, DIR/wiener.onnx, DIR/kalman.onnx, DIR/checkpoint.pt.
+DIR/model.onnx, DIR/metrics.json, DIR/wiener.onnx, DIR/kalman.onnx, DIR/checkpoint.pt, each written
+atomically (rt_decoder.atomic) and stamped with the data fingerprint and the run id.
 
 Every figure in metrics.json comes from running an exported step graph bin by bin (StepModel),
 so it is what a streaming user will see.
@@ -7,20 +8,25 @@ so it is what a streaming user will see.
 
 from __future__ import annotations
 
-import json
 import time
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import onnx
 
+from rt_decoder.atomic import check_output_dir, write_json
 from rt_decoder.errors import ConfigError, where
 from rt_decoder.loaders import load_recording
 from rt_decoder.model_card import CARD_KEY, ModelCard, attach
 from rt_decoder.recording import Recording
+from rt_decoder.step_graph import save
 
 from .data import prepare
 from .export import export_step_graph
 from .train import fit
+
+STALE = ("metrics.json", "wiener.onnx", "kalman.onnx")   # written by a run after its model.onnx
 
 
 def evaluate(path: str | Path, rec: Recording, split: dict) -> dict:
@@ -30,35 +36,62 @@ def evaluate(path: str | Path, rec: Recording, split: dict) -> dict:
     return evaluate_decoder(path, rec, "test", split_bounds=split, progress=True)["model"]
 
 
-def set_card_metrics(path: Path, metrics: dict) -> None:
+def set_card_metrics(path: Path, metrics: dict, extra: dict | None = None) -> None:
+    """Put the test metrics (and provenance flags such as `partial`) into the card, rewriting atomically."""
     m = onnx.load(str(path))
     props = {p.key: p.value for p in m.metadata_props}
     card = ModelCard.from_json(props[CARD_KEY], str(path))
     card.metrics = metrics
+    card.extra.update(extra or {})
     attach(m, card)
-    onnx.save(m, str(path))
+    save(m, path)
+
+
+def new_run_id() -> str:
+    """UTC time plus 8 random hex digits: sortable, and unique across machines."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def remove_stale(out: Path, log) -> None:
+    """A new model replaces the whole run: earlier metrics and baselines must not look current."""
+    stale = [out / n for n in STALE if (out / n).exists()]
+    for f in stale:
+        f.unlink()
+    if stale:
+        log(f"{out}: removed {', '.join(f.name for f in stale)} of an earlier run")
 
 
 def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float | None = None,
                  resume: bool = False, baselines: bool | None = None, log=print) -> dict:
-    """Train, export and evaluate; returns the metrics written to DIR/metrics.json."""
+    """Train, export and evaluate; returns the metrics written to DIR/metrics.json.
+
+    Every artifact (model.onnx card, wiener/kalman cards, metrics.json, checkpoint) carries the
+    data fingerprint and this run's id. Ctrl-C during training exports the best model so far with
+    "partial": true (no baselines); before the first whole epoch it re-raises KeyboardInterrupt.
+    """
     src = cfg.get("_source", "<config>")
     path = data or cfg["data"]
     if not path:
         raise ConfigError(where(src, "no data: set 'data' in the config or pass --data FILE"))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out, "--out folder")
     rec = load_recording(path, cfg["bin_ms"])
     prep = prepare(rec, cfg)
+    run_id = new_run_id()
     if prep.nan_rows:
         log(f"{rec.source}: {prep.nan_rows} behaviour rows contain NaN; they are excluded from the loss and the metrics")
     log(f"{rec.source}: {rec.n_bins} bins x {rec.n_channels} channels at {rec.bin_s * 1000:g} ms; "
         f"canvas {prep.canvas[0]}x{prep.canvas[1]}, decays {prep.decays}, lag_bins {cfg['lag_bins']}, split {prep.split}")
-    res = fit(prep, cfg, out / "checkpoint.pt", resume=resume, time_limit=time_limit, log=log)
+    res = fit(prep, cfg, out / "checkpoint.pt", resume=resume, time_limit=time_limit, log=log, run_id=run_id)
+    partial = res.stopped == "interrupted"
     log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.stopped}); best validation loss {res.best_val:.4f}; "
         f"{res.model.net.n_params()} parameters")
+    if partial:
+        log(f"interrupted: exporting the best model of {res.epochs} epochs, marked partial (Ctrl-C again to abandon)")
+    remove_stale(out, log)
     model_path = out / "model.onnx"
-    extra = {"epochs": res.epochs, "stopped": res.stopped, "best_val_loss": res.best_val, "nan_rows": prep.nan_rows}
+    fingerprint = rec.fingerprint()
+    extra = {"epochs": res.epochs, "stopped": res.stopped, "best_val_loss": res.best_val, "nan_rows": prep.nan_rows,
+             "run_id": run_id, "partial": partial}
     export_step_graph(res.model, prep, cfg, model_path, extra=extra)
     model_metrics = evaluate(model_path, rec, prep.split)
     set_card_metrics(model_path, model_metrics)
@@ -68,19 +101,19 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         "bin_s": float(rec.bin_s), "lag_bins": int(cfg["lag_bins"]),
         "split": {k: [int(a), int(b)] for k, (a, b) in prep.split.items()},
         "model": model_metrics, "baselines": {},
-        "train_seconds": round(res.seconds, 1), "data_sha256": rec.fingerprint(),
+        "train_seconds": round(res.seconds, 1), "data_sha256": fingerprint, "run_id": run_id, "partial": partial,
         "config": cfg["name"], "data": str(path), "epochs": res.epochs, "stopped": res.stopped,
         "nan_rows_excluded": prep.nan_rows,
     }
     do_base = cfg["baselines"]["enabled"] if baselines is None else baselines
-    if do_base and cfg["kind"] == "decoder":
+    if do_base and cfg["kind"] == "decoder" and not partial:
         from rt_decoder.evaluation import evaluate_baselines
 
         lag = cfg["baselines"]["lag_bins"]
         lag = cfg["lag_bins"] if lag is None else lag
         t0 = time.perf_counter()
-        for name, r in evaluate_baselines(rec, prep.split, lag, out, progress=True).items():
+        for name, r in evaluate_baselines(rec, prep.split, lag, out, progress=True, run_id=run_id).items():
             metrics["baselines"][name] = r["model"] | {"lag_bins": lag}
         log(f"baselines fitted and evaluated in {time.perf_counter() - t0:.1f} s")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     return metrics

@@ -9,6 +9,7 @@ Two modes (DESIGN §1):
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rt_decoder.atomic import atomic_path
 from rt_decoder.errors import ConfigError, DataError, where
 from rt_decoder.evaluation import constant_rate
 
@@ -51,7 +53,7 @@ class FitResult:
     best_val: float
     epochs: int
     seconds: float
-    stopped: str             # "early stopping", "max epochs", "time limit"
+    stopped: str             # "early stopping", "max epochs", "time limit", "interrupted" (Ctrl-C)
     history: list[dict]
 
 
@@ -203,14 +205,36 @@ class Batches:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Atomic (rt_decoder.atomic): a crash or a full disk leaves the previous checkpoint intact."""
+    buf = io.BytesIO()          # serialized first: a full disk then fails as an OSError naming the cause
+    torch.save(state, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def check_resume(ck: dict, ckpt_path: Path, cfg: dict, data_sha256: str) -> None:
+    """A checkpoint continues only the run it came from: same model/retention config, same data."""
+    if ck.get("config_json") != json.dumps(_model_keys(cfg), sort_keys=True):
+        raise ConfigError(where(ckpt_path, "--resume: the checkpoint was trained with a different model/retention config"))
+    theirs = ck.get("data_sha256")
+    if not theirs:
+        raise ConfigError(where(ckpt_path, "--resume: the checkpoint does not record which data it was trained on "
+                                           "(an older rt-decoder); train afresh without --resume"))
+    if theirs != data_sha256:
+        raise ConfigError(where(ckpt_path, f"--resume: the checkpoint was trained on different data (sha256 "
+                                           f"{theirs[:12]}, this data {data_sha256[:12]}); train afresh without "
+                                           "--resume, or into another --out"))
 
 
 def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
-        time_limit: float | None = None, log=print) -> FitResult:
-    """Train with early stopping; the best-validation weights are returned and checkpointed."""
+        time_limit: float | None = None, log=print, run_id: str = "") -> FitResult:
+    """Train with early stopping; the best-validation weights are returned and checkpointed.
+
+    Ctrl-C (KeyboardInterrupt) ends training like a time limit: the best weights of the epochs
+    completed so far are returned with stopped="interrupted"; the last checkpoint (end of the
+    last whole epoch) stays valid for --resume. Interrupted before the first epoch ends, it re-raises.
+    """
+    data_sha256 = prep.rec.fingerprint()
     t = cfg["training"]
     torch.set_num_threads(t["threads"])
     torch.manual_seed(t["seed"])
@@ -246,8 +270,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ck.get("config_json") != json.dumps(_model_keys(cfg), sort_keys=True):
-            raise ConfigError(where(ckpt_path, "--resume: the checkpoint was trained with a different model/retention config"))
+        check_resume(ck, ckpt_path, cfg, data_sha256)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
@@ -262,44 +285,51 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     stopped = "max epochs"
     bar = tqdm(total=t["max_epochs"], initial=epoch, desc=f"train {cfg['name']}", unit="epoch", file=sys.stderr)
     noise = t["input_noise"]
-    while epoch < t["max_epochs"] and stopped == "max epochs":
-        model.train()
-        run_loss, n = 0.0, 0
-        for x, y, m in batches:
-            if noise:
-                x = x + noise * torch.randn_like(x)
-            loss = model.net.loss(model.net(x), y, m)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            run_loss += float(loss.detach())
-            n += 1
-            if limit is not None and time.perf_counter() - t0 > limit:
-                stopped = "time limit"
-                break
-        model.eval()
-        val = batches.val_loss()
-        epoch += 1
-        history.append({"epoch": epoch, "train": run_loss / max(n, 1), "val": val})
-        if val < best_val - 1e-5:
-            best_val, bad = val, 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= t["patience"] and stopped == "max epochs":
-                stopped = "early stopping"
-        bar.update(1)
-        bar.set_postfix(train=f"{run_loss / max(n, 1):.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}")
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "best_model": best_state, "opt": opt.state_dict(),
-            "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "epoch": epoch, "best_val": best_val, "bad_epochs": bad,
-            "elapsed": time.perf_counter() - t0, "history_json": json.dumps(history),
-            "config_json": json.dumps(_model_keys(cfg), sort_keys=True),
-            "net_config_json": json.dumps(model.net.cfg.to_dict()),
-        })
+    try:
+        while epoch < t["max_epochs"] and stopped == "max epochs":
+            model.train()
+            run_loss, n = 0.0, 0
+            for x, y, m in batches:
+                if noise:
+                    x = x + noise * torch.randn_like(x)
+                loss = model.net.loss(model.net(x), y, m)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                run_loss += float(loss.detach())
+                n += 1
+                if limit is not None and time.perf_counter() - t0 > limit:
+                    stopped = "time limit"
+                    break
+            model.eval()
+            val = batches.val_loss()
+            epoch += 1
+            history.append({"epoch": epoch, "train": run_loss / max(n, 1), "val": val})
+            if val < best_val - 1e-5:
+                best_val, bad = val, 0
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= t["patience"] and stopped == "max epochs":
+                    stopped = "early stopping"
+            bar.update(1)
+            bar.set_postfix(train=f"{run_loss / max(n, 1):.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}")
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "best_model": best_state, "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "epoch": epoch, "best_val": best_val, "bad_epochs": bad,
+                "elapsed": time.perf_counter() - t0, "history_json": json.dumps(history),
+                "config_json": json.dumps(_model_keys(cfg), sort_keys=True),
+                "net_config_json": json.dumps(model.net.cfg.to_dict()),
+                "data_sha256": data_sha256, "run_id": run_id,
+            })
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        if epoch == 0:               # no whole epoch yet: nothing worth exporting
+            bar.close()
+            raise
     bar.close()
     model.load_state_dict(best_state)
     model.eval()

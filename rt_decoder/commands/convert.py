@@ -37,23 +37,27 @@ def describe(rec, path: str | Path) -> str:
             f"K={k} behaviour{names}, {dur_txt}{trials}")
 
 
-def write(rec, output: str | Path) -> Path:
-    """save_npz with a write failure as a DataError naming the output file."""
-    from ..errors import DataError, where
-    from ..recording import save_npz
+def output_path(output: str | Path) -> Path:
+    """OUT with .npz appended when missing, checked writable before any reading (atomic.check_output)."""
+    from ..atomic import check_output
 
     out = Path(output)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
-    try:
-        return save_npz(rec, out)
-    except OSError as e:
-        raise DataError(where(out, f"cannot write ({e.strerror or e})")) from None
+    return check_output(out, "output file")
+
+
+def write(rec, output: str | Path) -> Path:
+    """save_npz (atomic: a failed write leaves no partial file; OutputError names the file)."""
+    from ..recording import save_npz
+
+    return save_npz(rec, output_path(output))
 
 
 def run(args: argparse.Namespace) -> int:
     from ..loaders import load_recording
 
+    output_path(args.output)
     rec = load_recording(args.input, args.bin_ms)
     out = write(rec, args.output)
     print(describe(rec, out))

@@ -2,7 +2,7 @@
 
 1. data: --data FILE (any format `rt-decoder convert` reads, with behaviour), else a simulated
    center-out session (--minutes, 96 channels, 20 ms bins) written to OUT/session.npz;
-2. decoder: `rt-decoder train` with configs/default.yaml for at most --train-time seconds
+2. decoder: `rt-decoder train` with the shipped default config for at most --train-time seconds
    (needs torch), reporting R² against the Wiener and Kalman baselines; without torch, or with
    --decoder wiener|kalman, that baseline is fitted instead (numpy only). --model skips this;
 3. live: the held-out test block is replayed over LSL in real time, decoded by the real-time
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder", choices=("trained", "wiener", "kalman"), default="trained",
                    help="train ours (default; falls back to wiener without torch) or fit a baseline")
     p.add_argument("--model", type=Path, metavar="ONNX", help="use this step graph instead of training one")
-    p.add_argument("--config", type=Path, metavar="YAML", help="training config (default: configs/default.yaml)")
+    p.add_argument("--config", metavar="YAML|NAME", help="training config file or shipped config name (default: default)")
     p.add_argument("--train-time", type=float, default=180.0, metavar="S", help="training time limit (default: 180 s)")
     p.add_argument("--replay-s", type=float, default=30.0, metavar="S",
                    help="seconds of the test block to replay live (default: 30)")
@@ -54,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
                     ("--speed", args.speed), ("--budget-ms", args.budget_ms)):
         if not v > 0:
             raise RtDecoderError(f"{flag}: must be > 0, got {v}")
-    for flag, path in (("--data", args.data), ("--model", args.model), ("--config", args.config)):
+    from ..atomic import check_output_dir
+    from ..configs import resolve
+
+    for flag, path in (("--data", args.data), ("--model", args.model)):
         if path is not None and not path.exists():
             raise RtDecoderError(f"{path}: {flag} file does not exist")
+    check_output_dir(args.out, "--out folder")
     opts = DemoOptions(out=args.out, data=args.data, minutes=args.minutes, decoder=args.decoder, model=args.model,
-                       config=args.config, train_time_s=args.train_time, replay_s=args.replay_s, speed=args.speed,
+                       config=resolve(args.config), train_time_s=args.train_time, replay_s=args.replay_s, speed=args.speed,
                        budget_ms=args.budget_ms, plot=args.plot, name=args.name, seed=args.seed)
     result = run_demo(opts)
     print(format_result(result))

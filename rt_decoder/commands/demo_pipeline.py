@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_json
 from ..errors import RtDecoderError, where
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -78,10 +77,9 @@ def load_data(opts: DemoOptions, log: Callable[[str], None]):
 
 def train_model(opts: DemoOptions, data_path: Path, log: Callable[[str], None]) -> Path | None:
     """`rt-decoder train` in a subprocess; None when it cannot run (e.g. torch missing)."""
-    config = opts.config or ROOT / "configs" / "default.yaml"
-    if not config.is_file():
-        _say(log, "train", f"{config}: no training config here; falling back to a baseline")
-        return None
+    from .configs import resolve
+
+    config = resolve(opts.config)   # shipped with the package: no silent fall-back to a baseline
     out = opts.out / "model"
     cmd = [sys.executable, "-m", "rt_decoder.cli", "train", "--config", str(config), "--data", str(data_path),
            "--out", str(out), "--time-limit", f"{opts.train_time_s:g}", "--seed", str(opts.seed)]
@@ -305,7 +303,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
         "live_png": str(opts.out / "live.png") if live["plot_mode"] == "screenshot" else None,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
     }
-    (opts.out / "demo.json").write_text(json.dumps(result, indent=2))
+    write_json(opts.out / "demo.json", result)
     return result
 
 

@@ -17,7 +17,7 @@ predictions it recorded are reproduced exactly (no --data needed).
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 HELP = "score a model on a recording's test block (R2/RMSE/r or bits per spike), or re-check a session log"
@@ -77,8 +77,11 @@ def format_table(res: dict) -> str:
 
 
 def _rerun_log(args: argparse.Namespace) -> int:
+    from ..atomic import check_output, write_json
     from ..runtime.session_log import rerun_log
 
+    if args.json:
+        check_output(args.json, "--json file")
     res = rerun_log(args.model, args.log, threads=args.threads)
     summary = {k: v for k, v in res.items() if not hasattr(v, "shape")}
     exact = bool(res.get("exact", False))
@@ -88,10 +91,23 @@ def _rerun_log(args: argparse.Namespace) -> int:
     if not res.get("model_matches", True):
         print("note: this model file is not the one the session logged (sha256 differs)")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_json(args.json, summary, sort_keys=True)
         print(f"wrote {args.json}")
     return 0 if exact else 1
+
+
+def provenance_warnings(card, model_path, rec, data_path) -> list[str]:
+    """What a reader of the scores must know: the model came from other data, or is partial."""
+    out = []
+    theirs, ours = card.data_sha256, rec.fingerprint()
+    if theirs and theirs != ours:
+        out.append(f"{model_path} was trained on other data (sha256 {theirs[:12]}) than {data_path} "
+                   f"(sha256 {ours[:12]}); these scores are on data it has not seen")
+    elif not theirs:
+        out.append(f"{model_path}: its card records no training-data fingerprint; cannot tell whether {data_path} was seen")
+    if (card.extra or {}).get("partial"):
+        out.append(f"{model_path} is partial: its training was interrupted (see its metrics.json)")
+    return out
 
 
 def choose_bounds(card, rec, val_frac: float | None, test_frac: float | None) -> dict:
@@ -123,9 +139,14 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("evaluate: --data FILE is required (or --log FILE to re-check a session log)")
     if not args.model and not args.baselines:
         raise ModelError("evaluate: give MODEL.onnx, or --baselines to score Wiener and Kalman filters on --data")
+    from ..atomic import check_output, check_output_dir, write_json
     from ..evaluation import evaluate_decoder
     from ..step_model import StepModel
 
+    if args.json:
+        check_output(args.json, "--json file")
+    if args.save_baselines:
+        check_output_dir(args.save_baselines, "--save-baselines folder")
     model = StepModel(args.model, threads=args.threads) if args.model else None
     rec = load_data(args.data, args.bin_ms)
     if model is not None:
@@ -138,12 +159,16 @@ def run(args: argparse.Namespace) -> int:
     res["data_file"] = str(args.data)
     res["data_sha256"] = rec.fingerprint()
     if model is not None:
+        res["model_data_sha256"] = model.card.data_sha256
+        res["model_run_id"] = (model.card.extra or {}).get("run_id", "")
+        for line in provenance_warnings(model.card, args.model, rec, args.data):
+            print(f"rt-decoder evaluate: warning: {line}", file=sys.stderr)
+    if model is not None:
         print(format_table(res))
     if args.baselines:
         res["baselines"] = _baselines(args, rec, bounds, model)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        write_json(args.json, res)
         print(f"wrote {args.json}")
     return 0
 
@@ -165,7 +190,6 @@ def _baselines(args: argparse.Namespace, rec, bounds: dict, model) -> dict:
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.save_baselines) if args.save_baselines else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
         results = evaluate_baselines(rec, bounds, lag, folder, args.split, taps=args.taps, progress=not args.quiet)
         for name, r in results.items():
             print(format_table(r))

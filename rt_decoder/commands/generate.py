@@ -12,7 +12,6 @@ block of a real recording (binarized for a Bernoulli model); --report draws them
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 HELP = "sample spike trains from a generative model and compare their statistics with real data"
@@ -40,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import check_output, write_json
     from ..errors import DataError, where
     from ..evaluation import check_compatible
     from ..generation import compare_statistics, generate, report_png
@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"generate: --steps must be >= 1, got {args.steps}")
     if args.burn_in < 0 or args.window < 2:
         raise DataError(f"generate: --burn-in must be >= 0 and --window >= 2, got {args.burn_in}, {args.window}")
+    check_output(args.out, "--out file")
+    for flag, path in (("--report", args.report), ("--json", args.json)):
+        if path:
+            check_output(path, f"{flag} file")
     model = StepModel(args.model, threads=args.threads)
     real = None
     if args.compare:
@@ -88,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
         report_png(stats, args.report, counts, real, title=f"{Path(args.model).name}: {args.steps} generated bins")
         print(f"wrote {args.report}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({**s, **{k: v for k, v in info.items()}}, indent=2) + "\n")
+        write_json(args.json, {**s, **{k: v for k, v in info.items()}})
         print(f"wrote {args.json}")
     return 0

@@ -27,7 +27,6 @@ FILE` re-runs it offline).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import subprocess
@@ -72,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bins", type=int, help="stop after N bins")
     p.add_argument("--plot", action="store_true", help="also start `rt-decoder plot` on the outputs in a separate process")
     p.add_argument("--truth", help="with --plot: the ground-truth stream (default: <input>-behavior when the input is <x>-spikes)")
-    p.add_argument("--config", type=Path, help="YAML with defaults for these flags (see configs/runtime.yaml)")
+    p.add_argument("--config", type=Path, help="YAML with defaults for these flags: a file or a shipped name (see configs/runtime.yaml: --config runtime)")
     p.add_argument("--json", type=Path, help="write the final summary as JSON here")
     p.add_argument("--quiet", action="store_true", help="no status lines")
 
@@ -85,6 +84,9 @@ def resolve_options(args: argparse.Namespace) -> dict:
     if args.config is not None:
         import yaml
 
+        from rt_decoder.configs import resolve
+
+        args.config = resolve(args.config, training=False)   # a file, or a shipped name such as `runtime`
         try:
             conf = yaml.safe_load(args.config.read_text()) or {}
         except FileNotFoundError:
@@ -124,9 +126,12 @@ def _start_plot(rt, opts: dict, truth: str | None) -> subprocess.Popen | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rt_decoder.atomic import check_output, write_json
     from rt_decoder.runtime.loop import Runtime, format_summary
 
     opts = resolve_options(args)
+    if args.json:
+        check_output(args.json, "--json file")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="rt-decoder run: %(message)s", stream=sys.stderr)
     rt = Runtime(args.model, opts["input"], output=opts["output"], stats=opts["stats"], budget_ms=opts["budget_ms"],
@@ -155,6 +160,5 @@ def run(args: argparse.Namespace) -> int:
                 p.terminate()
     print(f"rt-decoder run: {format_summary(summary)}", file=sys.stderr)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2))
+        write_json(args.json, summary)
     return 0

@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..simulate import simulate_session
-    from .convert import describe, write
+    from .convert import describe, output_path, write
 
+    output_path(args.out)
     rec = simulate_session(minutes=args.minutes, channels=args.channels, bin_s=args.bin_ms / 1000.0,
                            seed=args.seed, latent_dim=args.latent_dim, drift=args.drift)
     out = write(rec, args.out)

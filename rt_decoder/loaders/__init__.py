@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError, where
+from ..filekind import describe, kind_of, not_what_expected, read_head
 from ..recording import Recording, load_npz
 from .common import check_bin_ms, reason
 
@@ -23,21 +24,19 @@ SUPPORTED = (
     "folder (Ziv calcium .mat files, or nelpy spikes.mat + trajectory.videoPositionTracking)",
 )
 
-MAGIC = {b"PK\x03\x04": "npz", b"MATLAB": "mat", b"\x89HDF\r\n\x1a\n": "hdf5", b"XDF:": "xdf"}
 EXTENSIONS = {".npz": "npz", ".mat": "mat", ".h5": "hdf5", ".hdf5": "hdf5", ".nwb": "hdf5", ".xdf": "xdf", ".xdfz": "xdf"}
 
 
 def sniff(path: Path) -> str | None:
     """The format named by a file's first bytes, or None."""
+    return kind_of(_head(path))
+
+
+def _head(path: Path) -> bytes:
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
+        return read_head(path)
     except OSError as e:
         raise DataError(where(path, f"cannot read file ({reason(e)})")) from None
-    for magic, kind in MAGIC.items():
-        if head.startswith(magic):
-            return kind
-    return None
 
 
 def load_recording(path: str | Path, bin_ms: float | None = None) -> Recording:
@@ -51,11 +50,16 @@ def load_recording(path: str | Path, bin_ms: float | None = None) -> Recording:
         return _load_folder(path, bin_ms)
     # the first bytes win over the extension (a .mat that is really an .npz still loads); a gzip
     # stream has no magic of its own, so .xdfz keeps its extension's word
-    kind = sniff(path) or EXTENSIONS.get(path.suffix.lower())
+    head = _head(path)
+    named = EXTENSIONS.get(path.suffix.lower())
+    kind = kind_of(head) or named
     if kind is None:
-        if path.stat().st_size == 0:
-            raise DataError(where(path, "file is empty"))
-        raise DataError(where(path, "unknown recording format; supported: " + "; ".join(SUPPORTED)))
+        raise DataError(where(path, f"unknown recording format ({describe(head)}); supported: " + "; ".join(SUPPORTED)))
+    # the extension names a format whose magic bytes are missing: say what the file is instead
+    # (MATLAB v4 files have no magic, so a binary .mat still goes to scipy; .xdfz is gzip)
+    if kind == named and not kind_of(head) and path.suffix.lower() != ".xdfz" and (
+            kind != "mat" or not describe(head).startswith("binary data")):
+        raise DataError(where(path, not_what_expected(path, kind, head)))
     if kind == "npz":
         from .events_npz import is_events_npz, load_events_npz
 

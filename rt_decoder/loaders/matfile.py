@@ -13,13 +13,13 @@ from .common import quiet, reason
 
 
 def read_mat(path: Path, whos: bool = False, **kwargs) -> dict:
-    """scipy.io.loadmat (or only the variable names, `whos`) with every failure a one-line DataError."""
+    """scipy.io.loadmat (or only {variable name: MATLAB class}, `whos`) with every failure a one-line DataError."""
     import scipy.io
 
     try:
         with quiet():
             if whos:
-                return {name: None for name, _shape, _cls in scipy.io.whosmat(str(path))}
+                return {name: cls for name, _shape, cls in scipy.io.whosmat(str(path))}
             m = scipy.io.loadmat(str(path), **kwargs)
     except FileNotFoundError:
         raise DataError(where(path, "no such file")) from None

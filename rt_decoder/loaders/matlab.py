@@ -23,6 +23,9 @@ def load_mat(path: str | Path, bin_ms: float | None = None) -> Recording:
     names = read_mat(path, whos=True)
     if "binnedData" in names:
         return rebin_to(load_binned_data(path), bin_ms)
+    renamed = find_binned_struct(path, names)
+    if renamed:
+        return rebin_to(load_binned_data(path, renamed), bin_ms)
     if "neuronal_activity_mat" in names:
         from .ziv import load_ziv
 
@@ -33,7 +36,8 @@ def load_mat(path: str | Path, bin_ms: float | None = None) -> Recording:
         from .nelpy import load_nelpy
 
         return load_nelpy(path.parent, bin_ms)
-    raise DataError(where(path, f"no known layout: expected 'binnedData' (limblab), 'Y' + 'X' (counts, kinematics) "
+    raise DataError(where(path, f"no known layout: expected 'binnedData' (limblab: a struct with timeframe and "
+                                f"spikeratedata, under any name), 'Y' + 'X' (counts, kinematics) "
                                 f"or 'neuronal_activity_mat' (calcium events); found variables {sorted(names)}"))
 
 
@@ -76,16 +80,33 @@ def resets(X: np.ndarray) -> np.ndarray | None:
     return np.unique(np.concatenate([[0], z]))
 
 
-def load_binned_data(path: Path) -> Recording:
-    """limblab binnedData: spikeratedata is in Hz, so counts = rate * bin width (whole numbers)."""
-    m = read_mat(path, squeeze_me=True, struct_as_record=False)
-    b = m["binnedData"]
+BINNED_FIELDS = ("timeframe", "spikeratedata")   # what makes a struct a limblab binnedData
+
+
+def find_binned_struct(path: Path, names: dict) -> str | None:
+    """The one struct variable with binnedData's fields, whatever it is called (limblab files
+    also store it as e.g. `train_data`); None when there is none. Two candidates are ambiguous."""
+    structs = [n for n, cls in names.items() if cls == "struct"]
+    if not structs:
+        return None
+    m = read_mat(path, squeeze_me=True, struct_as_record=False, variable_names=structs)
+    found = [n for n in structs if set(BINNED_FIELDS) <= set(getattr(m.get(n), "_fieldnames", None) or ())]
+    if len(found) > 1:
+        raise DataError(where(path, f"several limblab binnedData structs ({', '.join(sorted(found))}); "
+                                    "keep one per file (save it as 'binnedData')"))
+    return found[0] if found else None
+
+
+def load_binned_data(path: Path, var: str = "binnedData") -> Recording:
+    """limblab binnedData (stored as `var`): spikeratedata is in Hz, so counts = rate * bin width (whole numbers)."""
+    m = read_mat(path, squeeze_me=True, struct_as_record=False, variable_names=[var])
+    b = m[var]
     if not hasattr(b, "_fieldnames"):
-        raise DataError(where(path, "'binnedData' is not a MATLAB struct"))
+        raise DataError(where(path, f"'{var}' is not a MATLAB struct"))
     fields = set(b._fieldnames)
-    for need in ("timeframe", "spikeratedata"):
+    for need in BINNED_FIELDS:
         if need not in fields:
-            raise DataError(where(path, f"binnedData has no field '{need}'"))
+            raise DataError(where(path, f"{var} has no field '{need}'"))
     tf = np.asarray(b.timeframe, dtype=np.float64).ravel()
     rate = np.asarray(b.spikeratedata, dtype=np.float64)
     if rate.ndim == 1:

@@ -133,7 +133,9 @@ def write_report(
     ax.grid(alpha=0.3)
 
     fig.suptitle(f"{title}\n{latency_title(lat, budget_ms, misses)}", fontsize=12)
+    from ..atomic import atomic_path
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp)
     return out
