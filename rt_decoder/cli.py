@@ -15,7 +15,8 @@ import sys
 from . import __version__
 from .errors import RtDecoderError
 
-COMMANDS = ("train", "evaluate", "replay", "run", "plot", "generate", "bench", "convert", "simulate", "demo")
+COMMANDS = ("train", "evaluate", "replay", "run", "plot", "generate", "bench", "convert", "simulate", "demo",
+            "participant")
 
 
 def build_parser() -> argparse.ArgumentParser:
