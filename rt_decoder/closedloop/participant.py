@@ -426,9 +426,12 @@ class Participant:
         finally:
             self.done.set()
 
-    def start(self, lead_s: float = 0.05) -> Participant:
+    def start(self, lead_s: float = 0.05, wait_consumers_s: float = 0.0) -> Participant:
         """Start publishing (first bin on the grid >= now + lead) and look for the task's streams."""
         from ..runtime import lsl as L
+
+        if wait_consumers_s > 0:
+            self.spikes_out.wait_for_consumers(wait_consumers_s)
 
         self._header = self._log_header()
         if self.cfg.log:
