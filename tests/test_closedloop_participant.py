@@ -120,7 +120,7 @@ def test_oracle_decoder_closes_the_loop(tmp_path) -> None:
     assert path[:, 1].max() < 8.0 + 1.5 + 1.0
     log = json.loads((tmp_path / "p.json").read_text())
     assert log["status"] == "ended" and log["params"]["seed"] == 3 and log["params"]["visual_delay_ms"] == 100.0
-    assert log["ticks_moving"] > 10 and summary["state_samples"] > 100
+    assert log["ticks_moving"] > 10 and summary["state_samples"] > 50
 
 
 @pytest.mark.parametrize("delay_ms", [100.0, 300.0])
