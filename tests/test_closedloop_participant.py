@@ -323,3 +323,46 @@ def test_bad_flags_are_one_clear_line(capsys) -> None:
     assert "multiple of the control rate" in capsys.readouterr().err
     assert main(["participant", "--encoding", "gauss", "--wait", "0.1"]) == 2
     assert "--encoding must be cosine or fit:FILE" in capsys.readouterr().err
+
+
+class OracleDecoder(threading.Thread):
+    """A perfect decoder: republishes the participant's <p>-intent as Kinematics vel_x, vel_y."""
+
+    def __init__(self, name: str, participant: str) -> None:
+        super().__init__(daemon=True)
+        self.src = S.intent_name(participant)
+        self.out = L.make_outlet(name, S.KINEMATICS_TYPE, list(S.VELOCITY_LABELS), 100.0, units=["cm/s", "cm/s"],
+                                 source_id=uid("oracle"))
+        self.stop_ev = threading.Event()
+
+    def run(self) -> None:
+        lsl = L.pylsl()
+        found = lsl.resolve_bypred(f"name='{self.src}'", 1, 5.0)
+        inlet = lsl.StreamInlet(found[0], max_buflen=5)
+        inlet.open_stream(timeout=5.0)
+        while not self.stop_ev.is_set():
+            data, ts = inlet.pull_chunk(timeout=0.02)
+            for v in data:
+                self.out.push_sample(v, lsl.local_clock())
+
+
+def test_real_task_with_oracle_decoder_succeeds(tmp_path) -> None:
+    """rt-decoder's own task, the participant and a perfect decoder: every center-out trial succeeds."""
+    from rt_decoder.closedloop.task import RunnerSettings, TaskConfig, TaskRunner
+
+    task, name, dec = uid("t"), uid("p"), uid("oracle")
+    p = participant(task, name, seed=2, until_done=True, log=str(tmp_path / "p.json"))
+    p.start()
+    oracle = OracleDecoder(dec, name)
+    oracle.start()
+    runner = TaskRunner(TaskConfig(task="center-out", n_trials=4, hold_s=0.3, timeout_s=5.0, iti_s=0.1, seed=1),
+                        RunnerSettings(name=task, decoder=dec, wait_s=10.0, lead_s=0.5, out=tmp_path / "task"),
+                        log=lambda s: None)
+    summary = runner.run()
+    p.wait(5.0)
+    oracle.stop_ev.set()
+    log = p.close()
+    assert summary["trials"] == 4
+    assert summary["success_rate"] == 1.0, summary
+    assert log["done_seen"] and log["trials_seen"] >= 4 and log["status"] == "ended"
+    assert (tmp_path / "task" / "trials.csv").exists()

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -206,17 +204,11 @@ class ParticipantModel:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write via a temporary file and rename: a reader never sees half a log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The log as JSON, written atomically (task.write_atomic): a reader never sees half a log."""
+    from .task import write_atomic
+
+    text = json.dumps(obj, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+    write_atomic(Path(path), text + "\n")
 
 
 def _desc_value(v: Any) -> str:
