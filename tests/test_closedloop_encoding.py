@@ -97,6 +97,7 @@ def _heldout_ll(e: FitEncoder, rec: Recording, vel: np.ndarray) -> tuple[float, 
     return float(poisson_ll(y[te], mu).sum()), float(poisson_ll(y[te], const).sum())
 
 
+@pytest.mark.realdata
 def test_fit_on_chestek_beats_constant_rate() -> None:
     path = data_file("chestek_contdata95", "contdata95.mat")
     from rt_decoder.loaders import load_recording

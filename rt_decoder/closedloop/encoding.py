@@ -227,7 +227,7 @@ class CosineEncoder(Encoder):
         return np.clip(r, 0.0, self.peak)
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "max_speed_cm_s": self.max_speed, "baseline_hz": list(BASELINE_HZ),
+        return {**super().params(), "max_speed": self.max_speed, "baseline_hz": list(BASELINE_HZ),
                 "peak_hz": self.peak, "preferred_directions": "uniform"}
 
 
@@ -338,6 +338,7 @@ class FitEncoder(Encoder):
                 raise DataError(where(self.path, f"--channels {n_channels}: the recording has {D} channels"))
             D = int(n_channels)
         self.n_channels, self.max_speed, self.bin_s = D, float(max_speed), rec.bin_s
+        self.channel_names = list(rec.channel_names or [f"ch{i}" for i in range(rec.n_channels)])[:D]
         Y = rec.counts[:, :D].astype(np.float64)
         ok = np.all(np.isfinite(vel), axis=1)
         speed = np.linalg.norm(vel, axis=1)
@@ -438,7 +439,7 @@ class FitEncoder(Encoder):
 
     def params(self) -> dict[str, Any]:
         r2 = self.heldout["pseudo_r2"]
-        return {**super().params(), "encoding": f"fit:{self.path}", "fit_file": str(self.path), "max_speed_cm_s": self.max_speed,
+        return {**super().params(), "encoding": f"fit:{self.path}", "fit_file": str(self.path), "max_speed": self.max_speed,
                 "fit_model": "Poisson GLM, log rate = b0 + b . [vx, vy, speed] (recording scale)",
                 "fit_velocity": self.velocity_from, "fit_bin_s": self.bin_s, "fit_lead_s": self.lead * self.bin_s,
                 "intent_scale": self.scale, "intent_mapping": f"v_rec = {self.scale:.6g} * v_intent (max speed -> recording p95 speed {self.speed_p95:.6g})",
