@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rt_decoder.closedloop import streams as S
+from rt_decoder.closedloop.participant import STALE_S as STALE
 from rt_decoder.closedloop.participant import Participant, ParticipantConfig, ParticipantModel
 from rt_decoder.runtime import lsl as L
 from rt_decoder.runtime.binner import CountsBinner, EventBinner
@@ -28,11 +29,11 @@ class MiniTask(threading.Thread):
     local time t (tests that the intention follows what was seen, when it was seen)."""
 
     def __init__(self, name: str, target=(8.0, 0.0), cursor=(0.0, 0.0), radius: float = 1.5, oracle: str | None = None,
-                 duration: float = 3.0) -> None:
+                 duration: float = 3.0, source_id: str | None = None) -> None:
         super().__init__(daemon=True)
         self.lsl = L.pylsl()
         self.out = L.make_outlet(S.state_name(name), S.STATE_TYPE, S.STATE_LABELS, 100.0, units=S.STATE_UNITS,
-                                 source_id=uid("mini-task"))
+                                 source_id=source_id or uid("mini-task"))
         self.target, self.cursor, self.radius = np.array(target, float), np.array(cursor, float), radius
         self.oracle, self.duration = oracle, duration
         self.jump: tuple[float, np.ndarray] | None = None
@@ -429,3 +430,32 @@ def test_mouse_intent_over_lsl() -> None:
     moving = x[np.any(x != 0, axis=1)]
     assert len(moving) > 20
     assert np.allclose(moving[-10:], [2.0 * (-3.0 - 1.0), 2.0 * (5.0 - 1.0)], atol=1e-4)
+
+
+def test_next_block_task_is_seen_again() -> None:
+    """The task process ends and the next block's task (same source_id) starts: the participant
+    holds still in between (nothing fresh seen) and, once liblsl has recovered the stream (~1 s),
+    follows the new task's target."""
+    task, name, sid = uid("t"), uid("p"), uid("task-sid")
+    lsl = L.pylsl()
+    p = participant(task, name, noise=0.0, seed=1)
+    first = MiniTask(task, target=(8.0, 0.0), duration=0.8, source_id=sid)
+    first.start()
+    p.start()
+    res = {}
+    g = threading.Thread(target=lambda: res.update(r=collect(S.intent_name(name), 4.4, lsl)))
+    g.start()
+    first.join(timeout=5)
+    first.out = None  # the block's task is gone
+    time_gone = lsl.local_clock()
+    threading.Event().wait(1.0)
+    second = MiniTask(task, target=(0.0, -8.0), duration=3.0, source_id=sid)
+    second.start()
+    g.join(timeout=10)
+    second.stop_flag.set()
+    p.close()
+    x, ts, _ = res["r"]
+    gap = (ts > time_gone + 0.1 + STALE + 0.05) & (ts < time_gone + 1.05)
+    assert gap.sum() > 5 and np.all(x[gap] == 0), "nothing fresh on screen: hold still"
+    late = ts > ts[-1] - 0.3
+    assert np.allclose(x[late], [0.0, -20.0], atol=1e-4), "the new block's target is followed"
