@@ -257,7 +257,7 @@ class Participant:
         self.intent_out = L.make_outlet(S.intent_name(cfg.name), S.INTENT_TYPE, S.INTENT_LABELS, cfg.control_rate,
                                         units=S.INTENT_UNITS, source_id=sid + "-intent",
                                         extra={"bin_origin": repr(self.origin), "seed": cfg.seed, "encoding": cfg.encoding})
-        self.states = History(len(S.STATE_LABELS))
+        self.states = History(len(S.STATE_LABELS), keep_s=5.0 + cfg.visual_delay_s)
         self.pointer = History(len(S.POINTER_LABELS))
         self._inlets: dict[str, Any] = {}
         self._clocks: list[Any] = []
@@ -293,10 +293,10 @@ class Participant:
             return
         if not found:
             seen = L.visible_streams(0.5)
-            self.error = StreamError(
-                f"{type_} stream {stream!r}: not found after waiting {self.cfg.wait_s:g} s (visible: "
-                f"{'; '.join(seen) if seen else 'no LSL streams'}); start `rt-decoder task --name {self.cfg.task}` "
-                f"or pass --task NAME")
+            hint = (f"start `rt-decoder task --name {self.cfg.task}` or pass --task NAME" if type_ == S.STATE_TYPE else
+                    f"--intent mouse needs the task window open (`rt-decoder task --name {self.cfg.task}` without --headless)")
+            self.error = StreamError(f"{type_} stream {stream!r}: not found after waiting {self.cfg.wait_s:g} s (visible: "
+                                     f"{'; '.join(seen) if seen else 'no LSL streams'}); {hint}")
             self._stop.set()
             return
         inlet = lsl.StreamInlet(found[0], max_buflen=10, recover=True)
