@@ -256,6 +256,12 @@ def test_counts_rebin_in_runtime_binner() -> None:
     x, ts, info = res["r"]
     assert info.type() == "SpikeCounts" and info.nominal_srate() == 1000.0 and info.channel_count() == 96
     assert L.desc_value(info, "encoding") == "cosine" and L.desc_value(info, "seed") == "5"
+    # every parameter is in the desc: delay, gains, noise, channel count, rates, the tuning itself
+    for key, want in {"visual_delay_ms": "100.0", "gain": "4.0", "noise": "1.5", "max_speed": "20.0", "n_channels": "96",
+                      "source_rate": "1000.0", "control_rate": "100.0", "task": task, "drift_pd_deg_per_min": "0.0"}.items():
+        assert L.desc_value(info, key) == want, key
+    assert len(json.loads(L.desc_value(info, "tuning_baseline_hz"))) == 96
+    assert L.desc_labels(info) == [f"ch{i}" for i in range(96)]
     assert len(ts) == 1000 and x.sum() == p.stats["spikes"]
     assert np.allclose(np.diff(ts), 0.001, atol=1e-6), "timestamps are the drift-free grid"
     binner = CountsBinner(96, 0.02, 1000.0)

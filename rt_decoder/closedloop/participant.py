@@ -232,7 +232,8 @@ class Participant:
         self.origin = lsl.local_clock()
         D = self.model.D
         self.channel_names = getattr(self.encoder, "channel_names", None) or [f"ch{i}" for i in range(D)]
-        self.params = {**self.encoder.params(), **cfg.params(), "channels": D,
+        # "n_channels", not "channels": desc/channels already holds the channel labels
+        self.params = {**self.encoder.params(), **{k: v for k, v in cfg.params().items() if k != "channels"}, "n_channels": D,
                        "intent_controller": ("v = gain * (target - seen cursor), |v| <= max_speed, + OU noise; 0 in "
                                              "inter-trial and inside the target") if cfg.intent == "auto" else
                                             "v = gain * (pointer - seen cursor), |v| <= max_speed",
