@@ -67,6 +67,7 @@ class ParticipantConfig:
     wait_s: float = 10.0
     until_done: bool = False           # stop after the task's `done` state
     log: str | None = None
+    priority: str = "normal"           # realtime: SCHED_FIFO for the pushing thread when permitted
 
     def check(self) -> ParticipantConfig:
         def pos(name: str, v: float, zero: bool = False) -> None:
@@ -75,6 +76,8 @@ class ParticipantConfig:
 
         if self.intent not in ("auto", "mouse"):
             raise DataError(f"--intent must be auto or mouse, got {self.intent!r}")
+        if self.priority not in ("realtime", "normal"):
+            raise DataError(f"--priority must be realtime or normal, got {self.priority!r}")
         if self.fmt not in ("counts", "events"):
             raise DataError(f"--format must be counts or events, got {self.fmt!r}")
         pos("source-rate", self.source_rate)
@@ -390,7 +393,9 @@ class Participant:
 
     def _run(self) -> None:
         from ..runtime import lsl as L
+        from ..runtime.priority import raise_priority
 
+        self.priority = raise_priority(self.cfg.priority)
         clock = L.pylsl().local_clock
         c, dt = self.cfg, self.model.dt
         n_total = None if c.duration_s is None else max(1, int(round(c.duration_s * c.source_rate)))
@@ -426,9 +431,12 @@ class Participant:
         if wait_consumers_s > 0:
             self.spikes_out.wait_for_consumers(wait_consumers_s)
 
+        from ..runtime.priority import quiet_gc
+
         self._header = self._log_header()
         if self.cfg.log:
             write_json_atomic(Path(self.cfg.log), self._header)
+        quiet_gc()  # before the clock starts: a full collection over the set-up's objects takes milliseconds
         lsl = L.pylsl()
         tick = self.model.tick_s
         m = math.ceil((lsl.local_clock() + lead_s - self.origin) / tick)
@@ -493,5 +501,6 @@ class Participant:
                     "spikes": self.stats["spikes"], "mean_rate_hz": self.stats["spikes"] / max(secs, 1e-9) / self.model.D,
                     **{k: v for k, v in self.stats.items() if k != "spikes"},
                     "mean_intended_speed_cm_s": self._speed_sum / moving if moving else 0.0,
-                    "unit_events": self.encoder.unit_events(), "timing": self.timing()})
+                    "unit_events": self.encoder.unit_events(), "timing": self.timing(),
+                    "priority_obtained": getattr(self, "priority", None)})
         return out

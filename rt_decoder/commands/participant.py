@@ -73,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until-done", action="store_true", help="stop when the task's block ends (state done)")
     p.add_argument("--log", help="write the session log (JSON: every parameter, counts, timing) to FILE")
     p.add_argument("--wait", type=float, default=10.0, help="how long to wait for <task>-state, s (default 10)")
+    p.add_argument("--priority", choices=["realtime", "normal"], default="realtime",
+                   help="realtime: SCHED_FIFO for the pushing thread when permitted, as for replay (default realtime)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rt_decoder.closedloop.encoding import Drift
     from rt_decoder.closedloop.participant import Participant, ParticipantConfig
+    from rt_decoder.runtime.priority import raise_priority
 
     say = lambda s: print(f"rt-decoder participant: {s}", file=sys.stderr, flush=True)  # noqa: E731
     cfg = ParticipantConfig(
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         visual_delay_s=args.visual_delay_ms / 1000.0, max_speed=args.max_speed, gain=args.gain, noise=args.noise,
         noise_tau_s=args.noise_tau, seed=args.seed,
         drift=Drift(args.pd_drift, args.baseline_drift, args.units_lost, args.units_gained),
-        duration_s=args.duration, wait_s=args.wait, until_done=args.until_done, log=args.log).check()
+        duration_s=args.duration, wait_s=args.wait, until_done=args.until_done, log=args.log, priority=args.priority).check()
+    raise_priority(args.priority)  # before the outlets exist, so liblsl's threads inherit it
     p = Participant(cfg, log=say)
     enc = p.encoder
     say(enc.summary() if hasattr(enc, "summary") else f"{enc.kind} encoding, {enc.n_channels} channels, seed {cfg.seed}")
