@@ -22,7 +22,8 @@ from rt_decoder.runtime import lsl as L
 
 pytestmark = pytest.mark.lsl
 
-QUICK = ["--hold-ms", "100", "--timeout-s", "3", "--iti-ms", "50", "--wait", "10", "--lead-s", "1.5", "--headless"]
+QUICK = ["--hold-ms", "100", "--timeout-s", "3", "--iti-ms", "50", "--wait", "10", "--lead-s", "1.5", "--headless",
+         "--priority", "normal"]  # in-process: the pytest thread must not stay SCHED_FIFO
 
 
 def unique(prefix: str) -> str:
@@ -268,7 +269,7 @@ def test_grid_selections_give_achieved_bitrate(tmp_path):
 
 def test_missing_decoder_stream_is_one_line_after_the_wait(capsys):
     name = unique("nodec")
-    rc = cli_main(["task", "--headless", "--decoder", name, "--wait", "0.5", "--name", unique("t")])
+    rc = cli_main(["task", "--headless", "--priority", "normal", "--decoder", name, "--wait", "0.5", "--name", unique("t")])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2, err
@@ -279,7 +280,7 @@ def test_missing_decoder_stream_is_one_line_after_the_wait(capsys):
 def test_kinematics_without_position_or_velocity_names_is_a_clear_error(capsys):
     dec = unique("dec")
     outlet = L.make_outlet(dec, "Kinematics", ["y0", "y1"], 50.0)  # noqa: F841 - keep it alive
-    rc = cli_main(["task", "--headless", "--decoder", dec, "--wait", "5", "--name", unique("t")])
+    rc = cli_main(["task", "--headless", "--priority", "normal", "--decoder", dec, "--wait", "5", "--name", unique("t")])
     assert rc == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("rt-decoder task: error: ") and dec in last
@@ -385,3 +386,28 @@ def test_grid_window_marks_a_hold_in_the_wrong_cell(qt_ok, qtbot):
     assert (r.center().x(), r.center().y()) == pytest.approx((-2.0, -2.0))
     win.show_snapshot(Snapshot((2.0, 2.0), cued, S.STATE_HOLD, 1, 0, 0, "", 3, 3.0))   # in the cued cell
     assert not win.held.isVisible()
+
+
+@pytest.mark.parametrize("args, what", [(["--trials", "0"], "--trials 0"), (["--grid", "1", "--task", "grid"], "--grid 1"),
+                                        (["--ring-radius", "11"], "does not fit"), (["--rate", "0"], "--rate 0")])
+def test_bad_settings_are_one_line(capsys, args, what):
+    rc = cli_main(["task", "--headless", "--priority", "normal", "--wait", "0.1", "--name", unique("t"), *args])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rt-decoder task: error: ") and what in err[0]
+
+
+def test_minimum_jerk_reach_starts_and_ends_at_rest():
+    from rt_decoder.closedloop.task import minimum_jerk
+
+    p0, p1 = np.array([0.0, 0.0]), np.array([8.0, -4.0])
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 0.0), p0)
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 0.5), (p0 + p1) / 2)   # symmetric profile
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 1.0), p1)
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 3.0), p1)             # holds at the target
+    h = 1e-4
+    assert np.hypot(*(minimum_jerk(p0, p1, h) - p0)) / h < 1e-6          # zero velocity at the ends
+    assert np.hypot(*(p1 - minimum_jerk(p0, p1, 1 - h))) / h < 1e-6
+    # peak speed 1.875 * distance / duration at the midpoint (Flash & Hogan 1985)
+    v = np.hypot(*(minimum_jerk(p0, p1, 0.5 + h) - minimum_jerk(p0, p1, 0.5 - h))) / (2 * h)
+    assert v == pytest.approx(1.875 * np.hypot(8, 4), rel=1e-6)
