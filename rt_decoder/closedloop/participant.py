@@ -16,6 +16,8 @@ pushed against a drift-free clock like the replay (runtime/player.py): bin n end
 T0 + (n + 1) / source_rate with T0 on the grid announced in the desc (`bin_origin`). The intention
 goes out as `<name>-intent` (one sample per tick, stamped at the tick).
 
+Two seeds: `array_seed` fixes the array (tuning, drift), so blocks of one experiment (and its
+calibration) see the same neurons; `seed` fixes the session's motor noise and spikes.
 Determinism: tick k draws all of its randomness (motor noise, shared gain, over-dispersion,
 Poisson counts, event times) from its own generator seeded (seed, k), in a fixed order, so the
 same seed and the same seen states at each tick give the same spikes, however the process was
@@ -61,7 +63,8 @@ class ParticipantConfig:
     gain: float = 4.0                  # 1/s: intended velocity per cm of distance to the target
     noise: float = 1.5                 # cm/s: stationary s.d. of the OU motor noise (per axis)
     noise_tau_s: float = 0.2
-    seed: int = 0
+    seed: int = 0                      # this session's motor noise and spikes
+    array_seed: int = 0                # the array: tuning (cosine preferred directions, baselines) and its drift
     drift: Drift = field(default_factory=Drift)
     duration_s: float | None = None
     wait_s: float = 10.0
@@ -143,7 +146,7 @@ class ParticipantModel:
 
     def __init__(self, cfg: ParticipantConfig, encoder: Encoder | None = None) -> None:
         self.cfg = cfg.check()
-        self.encoder = encoder or make_encoder(cfg.encoding, cfg.channels, cfg.max_speed, cfg.seed, cfg.drift)
+        self.encoder = encoder or make_encoder(cfg.encoding, cfg.channels, cfg.max_speed, cfg.array_seed, cfg.drift)
         self.D = self.encoder.n_channels
         self.f = cfg.factor
         self.dt = 1.0 / cfg.source_rate
@@ -236,7 +239,7 @@ class Participant:
         D = self.model.D
         self.channel_names = getattr(self.encoder, "channel_names", None) or [f"ch{i}" for i in range(D)]
         # "n_channels", not "channels": desc/channels already holds the channel labels
-        self.params = {**self.encoder.params(), **{k: v for k, v in cfg.params().items() if k != "channels"}, "n_channels": D,
+        self.params = {**{k: v for k, v in cfg.params().items() if k != "channels"}, **self.encoder.params(), "n_channels": D,
                        "intent_controller": ("v = gain * (target - seen cursor), |v| <= max_speed, + OU noise; 0 in "
                                              "inter-trial and inside the target") if cfg.intent == "auto" else
                                             "v = gain * (pointer - seen cursor), |v| <= max_speed",
