@@ -15,7 +15,8 @@ import sys
 from . import __version__
 from .errors import RtDecoderError
 
-COMMANDS = ("train", "evaluate", "replay", "run", "plot", "generate", "bench", "convert", "simulate", "demo", "task")
+COMMANDS = ("train", "evaluate", "replay", "run", "plot", "generate", "bench", "convert", "simulate", "demo", "task",
+            "participant")
 
 
 def build_parser() -> argparse.ArgumentParser:
