@@ -221,7 +221,9 @@ def test_decoder_that_never_moves_times_out(tmp_path):
     assert rc == 0
     rows = read_trials_csv(tmp_path / "trials.csv")
     assert [r["outcome"] for r in rows] == ["timeout", "timeout"]
-    assert all(r["end_time"] - r["start_time"] == pytest.approx(0.6, abs=0.05) for r in rows)
+    # a timeout ends no earlier than --timeout-s, and within a few updates of it (a loaded machine can
+    # delay an update, never advance one)
+    assert all(0.6 - 0.015 <= r["end_time"] - r["start_time"] < 0.6 + 0.3 for r in rows)
     assert all(math.isnan(r["time_to_target_s"]) and r["path_length_cm"] == 0 for r in rows)
     assert check_marker_order([m for _, m in log.markers], 2) == [(1, "timeout"), (2, "timeout")]
     check_csv_matches_markers(rows, log.markers)
