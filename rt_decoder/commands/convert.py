@@ -51,9 +51,23 @@ def write(rec, output: str | Path) -> Path:
         raise DataError(where(out, f"cannot write ({e.strerror or e})")) from None
 
 
+def refuse_same_file(input: str | Path, output: str | Path) -> None:
+    """OUT must not be IN (also via another path, a symlink or a hard link): it would be overwritten."""
+    import os
+
+    from ..errors import DataError, where
+
+    out = Path(output)
+    if out.suffix != ".npz":
+        out = out.with_name(out.name + ".npz")
+    if Path(input).exists() and out.exists() and os.path.samefile(input, out):
+        raise DataError(where(output, f"is the input {input} itself; choose another output file"))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..loaders import load_recording
 
+    refuse_same_file(args.input, args.output)
     rec = load_recording(args.input, args.bin_ms)
     out = write(rec, args.output)
     print(describe(rec, out))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from array import array
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StreamError
+from ..errors import ConfigError, StreamError
 from ..step_model import StepModel
 from . import lsl as L
 from .binner import Bin, CountsBinner, EventBinner
@@ -95,17 +96,43 @@ def check_input(info: Any, model: StepModel) -> dict[str, Any]:
     return {"kind": kind, "rate": rate, "origin": origin, "speed": speed, "factor": int(round(f))}
 
 
+def input_misfit(info: Any, model: StepModel) -> str | None:
+    """Why a candidate input stream cannot feed the model (None: it fits). SpikeEvents streams
+    state their channel count in the desc, so one is opened briefly to read it."""
+    if info.type() == "SpikeEvents":
+        try:
+            inlet = L.pylsl().StreamInlet(info, max_buflen=1, recover=False)
+            info = inlet.info(timeout=2.0)
+            del inlet
+        except Exception as e:  # gone while we looked
+            return f"cannot be opened ({e})"
+    try:
+        check_input(info, model)
+    except StreamError as e:
+        return str(e).split(": ", 1)[-1]
+    return None
+
+
+def run_id() -> str:
+    """Unique per run (pid + start time): it ends every source_id we publish, so two decoders
+    with the same output names on one network stay distinguishable."""
+    return f"{os.getpid()}-{int(time.time() * 1000):x}"
+
+
 class Runtime:
     """Run a step model on a live LSL spike stream inside a latency budget.
 
     model: a StepModel or a path to a step graph. input: StreamSpec or its text ("NAME",
-    "type=X", "source_id=X"; None = any SpikeCounts/SpikeEvents stream). Call `run()` (blocks;
-    returns the summary) in any thread; `stop()` from any other; `ready` is set once the input is
-    open and the outlets exist.
+    "type=X", "source_id=X"; None = any SpikeCounts/SpikeEvents stream, the one that fits the
+    model when several are visible). stats / zeta_stream: outlet names, "{output}" is replaced by
+    `output` (default "{output}-stats"; None = not published). Call `run()` (blocks; returns the
+    summary) in any thread; `stop()` from any other; `ready` is set once the input is open and
+    the outlets exist (the input is found first, so nothing is announced for a run that cannot
+    start).
     """
 
     def __init__(self, model: StepModel | str | Path, input: L.StreamSpec | str | None = None, *,
-                 output: str = "rt-decoder", stats: str | None = "rt-decoder-stats", budget_ms: float = 5.0,
+                 output: str = "rt-decoder", stats: str | None = "{output}-stats", budget_ms: float = 5.0,
                  emit: str = "asap", log_path: str | Path | None = None, threads: int = 1,
                  providers: str = "auto", resolve_timeout: float = 10.0, grace_ms: float = 3.0,
                  max_count: float = 1000.0, zeta_stream: str | None = None, status_every_s: float = 0.0,
@@ -113,10 +140,17 @@ class Runtime:
                  keep_warm: bool = False) -> None:
         if emit not in ("asap", "fixed"):
             raise StreamError(f"--emit must be asap or fixed, got {emit!r}")
+        if not (isinstance(budget_ms, (int, float)) and math.isfinite(budget_ms) and budget_ms > 0):
+            raise ConfigError(f"--budget-ms must be a positive number of milliseconds, got {budget_ms}")
+        if log_path is not None and not Path(log_path).parent.is_dir():
+            raise ConfigError(f"--log {log_path}: directory {Path(log_path).parent} does not exist (create it first)")
         self.model = model if isinstance(model, StepModel) else StepModel(model, threads=threads, providers=providers)
         self.card = self.model.card
         self.spec = input if isinstance(input, L.StreamSpec) else L.StreamSpec.parse(input)
-        self.output_name, self.stats_name, self.zeta_name = output, stats, zeta_stream
+        self.output_name = output
+        self.stats_name = stats.replace("{output}", output) if stats else None
+        self.zeta_name = zeta_stream.replace("{output}", output) if zeta_stream else None
+        self.run_id = run_id()
         self.budget = budget_ms / 1000.0
         self.budget_ms = budget_ms
         self.emit = emit
@@ -161,24 +195,63 @@ class Runtime:
         return self._stop.is_set()
 
     # ---- set-up ---------------------------------------------------------------------------
+    def source_id(self, type_: str, name: str) -> str:
+        return f"rt-decoder:{type_}:{name}@{socket.gethostname()}:{self.run_id}"
+
+    def _find_input(self) -> Any:
+        """The input stream: the only match, or among several the only one that fits the model.
+        Also notes streams already on the network under our output names (`self.taken`)."""
+        own = [n for n in (self.output_name, self.stats_name, self.zeta_name) if n]
+        infos, self.taken = L.resolve_all(self.spec, self.resolve_timeout, also=own, stop=self._stop, say=log.info)
+        if self._stop.is_set() and not infos:
+            raise StreamError(f"input {self.spec}: stopped while waiting for it")
+        if len(infos) == 1:
+            return infos[0]
+        why = {i.uid(): input_misfit(i, self.model) for i in infos}
+        fit = [i for i in infos if why[i.uid()] is None]
+        card = self.card
+        want = f"the model {self.model.path.name} ({card.n_channels} ch, {card.bin_s * 1000:g} ms bins)"
+        if len(fit) == 1:
+            log.info("input: %s fits %s; also visible: %s", L.describe(fit[0]), want,
+                     "; ".join(f"{i.name()!r} ({why[i.uid()]})" for i in infos if i is not fit[0]))
+            return fit[0]
+        if not fit:
+            listing = "; ".join(f"{i.name()!r} (source_id {i.source_id()!r}): {why[i.uid()]}" for i in infos)
+            raise StreamError(f"input {self.spec}: {len(infos)} streams found, none fits {want}: {listing}")
+        listing = "; ".join(L.describe(i) for i in fit)
+        raise StreamError(f"input {self.spec}: {len(fit)} streams fit {want}; choose one with --input NAME "
+                          f"(or --input source_id=X when names repeat): {listing}")
+
     def _open_outputs(self) -> None:
         card = self.card
         extra = {"model": self.model.path.name, "bin_s": card.bin_s, "providers": ",".join(self.model.providers),
-                 "budget_ms": self.budget_ms, "emit": self.emit}
+                 "budget_ms": self.budget_ms, "emit": self.emit, "run_id": self.run_id}
+        for other in getattr(self, "taken", []):
+            log.warning("another stream named %r is already on the network (source_id %r, host %r); ours are told "
+                        "apart by source_id (ending %s): choose another --output to avoid the clash",
+                        other.name(), other.source_id(), other.hostname(), self.run_id)
         self.out = L.make_outlet(self.output_name, "Kinematics", card.outputs, 1.0 / card.bin_s, units=card.units,
-                                 extra=extra)
+                                 extra=extra, source_id=self.source_id("Kinematics", self.output_name))
+        published = [f"{self.output_name} (Kinematics)"]
         self.stats_out = None
         if self.stats_name:
             self.stats_out = L.make_outlet(self.stats_name, "DecoderStats", L.STATS_LABELS, 1.0 / card.bin_s,
-                                           extra={"decoder": self.output_name, "totals": "deadline_miss,skipped,gap_bins"})
+                                           extra={"decoder": self.output_name, "totals": "deadline_miss,skipped,gap_bins",
+                                                  "run_id": self.run_id},
+                                           source_id=self.source_id("DecoderStats", self.stats_name))
+            published.append(f"{self.stats_name} (DecoderStats)")
         self.zeta_out = None
         self._zeta_every = max(1, round(0.1 / card.bin_s))
         if self.zeta_name and "zeta" in self.model.state and len(card.canvas) == 2:
             H, W = card.canvas
             self.zeta_out = L.make_outlet(self.zeta_name, "Zeta", [f"px{i}" for i in range(H * W)], 1.0 / (self._zeta_every * card.bin_s),
-                                          extra={"canvas_h": H, "canvas_w": W, "decay": card.decays[0], "decoder": self.output_name})
+                                          extra={"canvas_h": H, "canvas_w": W, "decay": card.decays[0], "decoder": self.output_name,
+                                                 "run_id": self.run_id},
+                                          source_id=self.source_id("Zeta", self.zeta_name))
+            published.append(f"{self.zeta_name} (Zeta)")
         elif self.zeta_name:
             log.warning("model %s has no zeta image; --zeta-stream ignored", self.model.path.name)
+        log.info("publishing %s; run id %s", ", ".join(published), self.run_id)
 
     def _open_input(self, info: Any) -> None:
         lsl = L.pylsl()
@@ -253,11 +326,11 @@ class Runtime:
         clock = lsl.local_clock
         card = self.card
         self.priority = raise_priority(self.priority)
-        self._open_outputs()  # first, so consumers (the plot) can connect while we look for the input
-        try:
-            self._open_input(L.resolve(self.spec, self.resolve_timeout))
+        try:  # the input first: a run that cannot start announces nothing
+            self._open_input(self._find_input())
         except ConnectionError as e:
             raise StreamError(str(e)) from None
+        self._open_outputs()
         log.info("model %s: %d ch -> %s, bin %g ms, providers %s, budget %g ms, emit %s, %s priority; input %s",
                  self.model.path.name, card.n_channels, ",".join(card.outputs), card.bin_s * 1000,
                  ",".join(self.model.providers), self.budget_ms, self.emit, self.priority, self.input_desc)
@@ -325,6 +398,7 @@ class Runtime:
             if self._session_log:
                 self._session_log.event("stop", self.t_end, summary=summary)
                 self._session_log.close()
+                summary = self.summary()
             self._close_input()
             self.ready.set()
         return summary
@@ -405,7 +479,15 @@ class Runtime:
                 "misses": self.misses, "misses_input_late": self.late_input, "reconnects": self.reconnects, "resets": self.resets, "max_backlog": self.max_backlog,
                 "latency_ms": {"p50": pct(50), "p99": pct(99), "max": float(lat.max()) if lat.size else math.nan},
                 "bad_values": bad, "budget_ms": self.budget_ms, "emit": self.emit,
-                "providers": list(self.model.providers), "priority": self.priority, "input": self.input_desc}
+                "providers": list(self.model.providers), "priority": self.priority, "input": self.input_desc,
+                "run_id": self.run_id, "log": self._log_summary()}
+
+    def _log_summary(self) -> dict[str, Any] | None:
+        sl = self._session_log
+        if sl is None:
+            return None
+        return {"path": str(sl.path), "bins_logged": sl.bins_logged if sl.error is None else sl.bins_at_error,
+                "error": sl.error}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -415,4 +497,6 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{s['reconnects']} reconnects; latency p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms, "
             f"max {lat['max']:.3f} ms; {s['misses']} deadline misses at {s['budget_ms']:g} ms ({s['emit']}; "
             f"{s['misses_input_late']} with the input already late); "
-            f"bad values: {bad}; providers {','.join(s['providers'])}")
+            f"bad values: {bad}; providers {','.join(s['providers'])}"
+            + (f"; SESSION LOG FAILED after {s['log']['bins_logged']} bins ({s['log']['error']}): "
+               f"{s['log']['path']} is truncated" if s.get("log") and s["log"].get("error") else ""))
