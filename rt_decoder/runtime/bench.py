@@ -173,8 +173,11 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
         from .priority import normal_priority, raise_priority
 
         err_file = open(work / "runtime.err", "w+")  # a file, not a pipe: a full pipe would stall the runtime
+        # the replay publishes first (the runtime looks for its input before it announces its
+        # outputs) and pushes once the runtime and the consumers are up: no start-up backlog
+        replay = subprocess.Popen(replay_cmd + ["--wait-start"], stdin=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True, preexec_fn=normal_priority)
         runtime = subprocess.Popen(run_cmd, stderr=err_file, text=True, preexec_fn=pin_runtime)
-        replay = None
         plot = None
         if getattr(args, "with_plot", False):
             plot_cmd = [sys.executable, "-m", "rt_decoder.cli", "plot", "--decoder", f"{name}-dec", "--stats", f"{name}-stats",
@@ -187,8 +190,8 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
         try:
             dec = Consumer(f"{name}-dec", timeout=60.0)
             stats = Consumer(f"{name}-stats", timeout=60.0)
-            # the replay starts once the runtime and the consumers are up: no start-up backlog
-            replay = subprocess.Popen(replay_cmd, stderr=subprocess.DEVNULL, preexec_fn=normal_priority)
+            replay.stdin.write("go\n")
+            replay.stdin.flush()
             with tqdm(total=need, unit="bin", desc=f"bench ({seconds:.0f} s)", file=sys.stderr, mininterval=1.0) as bar:
                 deadline = time.monotonic() + seconds * 2 + 60
                 while len(dec.stamps) < need and time.monotonic() < deadline:
@@ -200,6 +203,8 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
             if plot is not None:
                 plot.kill()
                 plot.wait(20)
+            if replay.stdin is not None and not replay.stdin.closed:
+                replay.stdin.close()  # a replay still waiting for its start line gives up
             procs = [p for p in (runtime, replay) if p is not None]  # the runtime first: no "lost" at the end
             for p in procs:
                 if p.poll() is None:

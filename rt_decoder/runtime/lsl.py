@@ -185,7 +185,8 @@ def add_channels(info: Any, labels: list[str], units: list[str] | None = None, k
 
 
 def make_outlet(name: str, type_: str, labels: list[str], rate: float, fmt: str = "float32",
-                units: list[str] | None = None, source_id: str = "", extra: dict | None = None) -> Any:
+                units: list[str] | None = None, source_id: str = "", extra: dict | None = None,
+                max_buffered: int = 30) -> Any:
     """An outlet that sends each sample at once (chunk_size 1): latency over bandwidth."""
     lsl = pylsl()
     cf = {"float32": lsl.cf_float32, "int32": lsl.cf_int32, "int16": lsl.cf_int16, "string": lsl.cf_string,
@@ -194,7 +195,7 @@ def make_outlet(name: str, type_: str, labels: list[str], rate: float, fmt: str 
     add_channels(info, labels, units)
     for k, v in (extra or {}).items():
         info.desc().append_child_value(str(k), str(v))
-    return lsl.StreamOutlet(info, chunk_size=1, max_buffered=30)
+    return lsl.StreamOutlet(info, chunk_size=1, max_buffered=max_buffered)
 
 
 class ClockOffset:
