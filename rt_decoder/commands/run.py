@@ -5,10 +5,17 @@ threshold-crossing counts are re-binned to 20 ms) or a `SpikeEvents` stream (int
 index per spike, binned by timestamp; a bin closes at its end + --grace-ms). The stream's
 channel count, format and rate are checked against the model card before the first bin.
 
+Input choice: the input is found before anything is published. Without --input, among several
+spike streams the one that fits the model (channel count, rate; for SpikeEvents the declared
+n_channels) is used; when none or several fit, one line lists them and how to choose. The wait
+(--resolve-timeout, 10 s) is announced after half a second, with a countdown on a terminal.
+
 Output: `Kinematics` (--output, K float32 channels with labels and units, timestamp = the bin's
 end on the local LSL clock, so a consumer measures latency as local_clock() - timestamp) and
-`DecoderStats` (--stats: bin_index, latency_ms, backlog, deadline_miss, skipped, gap_bins; the
-last three are running totals).
+`DecoderStats` (--stats, default <output>-stats: bin_index, latency_ms, backlog, deadline_miss,
+skipped, gap_bins; the last three are running totals); --zeta-stream defaults to <output>-zeta.
+Every source_id ends with a run id (pid + start time), so two decoders never collide; a stream
+already on the network under one of our names is warned about.
 
 Budget: a bin's deadline is its end + --budget-ms. `--emit fixed` holds each prediction until
 its deadline so latency is constant. When behind, every bin still updates the state (exact);
@@ -18,7 +25,8 @@ above --max-count -> clipped; events on unknown channels are dropped; all are co
 
 Ctrl-C / SIGTERM stop cleanly and print a summary (bins, predictions, skipped, gaps, latency
 p50/p99/max, misses). --log FILE writes every bin (JSON lines; `rt-decoder evaluate MODEL --log
-FILE` re-runs it offline).
+FILE` re-runs it offline). Its directory must exist. If the log's disk fills, a loud warning;
+decoding and publishing go on, and the log (truncated) is known as such by every reader.
 
   rt-decoder replay data.npz --name replay &
   rt-decoder run model.onnx --input replay-spikes --budget-ms 5 --emit fixed --log session.jsonl --plot

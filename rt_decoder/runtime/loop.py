@@ -587,5 +587,8 @@ def format_summary(s: dict[str, Any]) -> str:
             f"max {lat['max']:.3f} ms; {s['misses']} deadline misses at {s['budget_ms']:g} ms ({s['emit']}; "
             f"{s['misses_input_late']} with the input already late); "
             f"bad values: {bad}; providers {','.join(s['providers'])}"
+            + (f"; faults: {s['clock_jumps']} clock jumps, {s['silences']} silences"
+               f"{', model file changed on disk (kept the loaded one)' if s['model_changed'] else ''}"
+               if s.get("clock_jumps") or s.get("silences") or s.get("model_changed") else "")
             + (f"; SESSION LOG FAILED after {s['log']['bins_logged']} bins ({s['log']['error']}): "
                f"{s['log']['path']} is truncated" if s.get("log") and s["log"].get("error") else ""))
