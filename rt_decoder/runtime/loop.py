@@ -221,8 +221,6 @@ class Runtime:
         Also notes streams already on the network under our output names (`self.taken`)."""
         own = [n for n in (self.output_name, self.stats_name, self.zeta_name) if n]
         infos, self.taken = L.resolve_all(self.spec, self.resolve_timeout, also=own, stop=self._stop, say=log.info)
-        if self._stop.is_set() and not infos:
-            raise StreamError(f"input {self.spec}: stopped while waiting for it")
         if len(infos) == 1:
             return infos[0]
         why = {i.uid(): input_misfit(i, self.model) for i in infos}

@@ -124,6 +124,8 @@ def resolve_all(spec: StreamSpec, timeout: float, also: list[str] = (), stop: th
                     break
                 found = lsl.resolve_bypred(pred, 1, min(0.5, left))
                 bar.update(min(round(time.monotonic() - t0), round(timeout)) - bar.n)
+    if not found and stop is not None and stop.is_set():
+        raise StreamError(f"input {spec}: stopped while waiting for it")
     if not found:
         seen = visible_streams(0.5)
         listing = "; ".join(seen) if seen else "no LSL streams are visible"
