@@ -249,28 +249,37 @@ def test_truncated_log_states_bins_vs_found(model_path, tmp_path):
     assert "no end record" in read_log(tmp_path / "noend.jsonl")["truncated"]
 
 
-def test_consumer_gone(model_path):
+def test_consumer_gone(model_path, tmp_path):
+    """A consumer process dies mid-session: the loop goes on, the consumers left get everything,
+    and an outlet losing its last consumer is counted and logged."""
     name = _name()
     n = 100
     rec = poisson_recording(n, D, bin_s=B, seed=6)
     player = Player(rec, name=name, speed=2.0)
-    rt = Runtime(model_path, f"{name}-spikes", output=f"{name}-dec", stats=f"{name}-stats", budget_ms=1000.0)
+    rt = Runtime(model_path, f"{name}-spikes", output=f"{name}-dec", stats=f"{name}-stats", budget_ms=1000.0,
+                 log_path=tmp_path / "s.jsonl")
     th = RuntimeThread(rt).start()
     other = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time, pylsl; i = pylsl.resolve_byprop('name', sys.argv[1], 1, 10)[0]; "
-        "s = pylsl.StreamInlet(i); s.open_stream(5); print('ok', flush=True)\n"
-        "while True: s.pull_chunk(timeout=0.05)"), f"{name}-dec"], stdout=subprocess.PIPE, text=True)
+        "import sys, time, pylsl\n"
+        "for n in sys.argv[1:]:\n"
+        "    s = pylsl.StreamInlet(pylsl.resolve_byprop('name', n, 1, 10)[0]); s.open_stream(5); globals()[n] = s\n"
+        "print('ok', flush=True)\n"
+        "while True: time.sleep(1)"), f"{name}-dec", f"{name}-stats"], stdout=subprocess.PIPE, text=True)
     assert other.stdout.readline().strip() == "ok"
     dec = Consumer(f"{name}-dec")
     player.start(wait_consumers_s=5.0)
     assert dec.wait_for(n // 3, 10.0)
-    other.kill()  # a consumer dies mid-session
+    other.kill()  # a consumer dies mid-session: the stats outlet is left with none
     other.wait(5)
     assert player.wait(10.0)
     assert dec.wait_for(n, 5.0), "the other consumer still gets every prediction"
+    time.sleep(0.6)
     summary = th.join()
     dec.stop()
     assert summary["bins"] == n == summary["predictions"] and summary["skipped"] == 0
+    assert summary["consumers_gone"] == 1
+    gone = [e for e in read_log(tmp_path / "s.jsonl")["events"] if e["event"] == "consumers" and not e["present"]]
+    assert [e["outlet"] for e in gone] == [f"{name}-stats"]
 
 
 def test_outlet_name_taken(model_path, caplog):

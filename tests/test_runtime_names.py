@@ -167,7 +167,8 @@ def test_no_input_announces_nothing_and_shows_the_wait(model_path):
     err = proc.communicate(timeout=30)[1]
     lines = err.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in err
-    assert lines[0].startswith("rt-decoder run: waiting up to 3 s for the input (name=") and f"{name}-nosuch" in lines[0]
+    waiting = [ln for ln in lines if ln.startswith("rt-decoder run: waiting up to 3 s for the input (name=")]
+    assert len(waiting) == 1 and f"{name}-nosuch" in waiting[0], err
     assert "no LSL stream found after 3 s" in lines[-1]
     assert f"{name}-dec" not in err  # the decoder's own outputs are not among the "visible" streams
 

@@ -19,6 +19,8 @@ Faults, each counted in the summary and written to the session log as an event:
   clock_jump           input timestamps jumped (ahead of our clock, or back) by more than
                        JUMP_S: later timestamps are shifted to continue the grid, nothing dropped
   model_changed        the model file changed on disk: this run keeps the session it loaded
+  consumers            an outlet's last consumer left: a warning and an event; the loop
+                       never waits for consumers (LSL outlets drop nothing for those connected)
   a failed log write   (disk full) a warning; the log stops, decoding and publishing continue
 
 DecoderStats channels (one sample per bin, timestamp = bin end):
@@ -187,7 +189,8 @@ class Runtime:
         self.max_backlog = 0
         self.late_input = 0
         self.latencies = array("d")
-        self.clock_jumps = self.silences = 0
+        self.clock_jumps = self.silences = self.consumers_gone = 0
+        self._listened: dict[str, bool] = {}
         self.model_changed = False
         self._jump = 0.0  # seconds subtracted from input timestamps since the last clock jump
         self._last_ts = -math.inf
@@ -483,6 +486,16 @@ class Runtime:
                 log.warning("input %r silent for %.1f s without closing (hung source?); waiting, its missing samples "
                             "will count as gap bins", self.info.name(), now - self._t_data)
                 self._event("silent", now, since=round(self._t_data, 6))
+        for name, outlet in ((self.output_name, self.out), (self.stats_name, self.stats_out)):
+            if outlet is None:
+                continue
+            has = bool(outlet.have_consumers())
+            if has != self._listened.get(name, False):
+                if not has:
+                    self.consumers_gone += 1
+                    log.warning("outlet %r: its last consumer left; decoding and publishing continue", name)
+                    self._event("consumers", now, outlet=name, present=False)
+                self._listened[name] = has
         if not self.model_changed and self._stat_model() != self._model_stat:
             self.model_changed = True
             log.warning("model file %s changed on disk; this run keeps the model it loaded (sha256 in the session "
@@ -567,6 +580,7 @@ class Runtime:
                 "bad_values": bad, "budget_ms": self.budget_ms, "emit": self.emit,
                 "providers": list(self.model.providers), "priority": self.priority, "input": self.input_desc,
                 "clock_jumps": self.clock_jumps, "silences": self.silences, "model_changed": self.model_changed,
+                "consumers_gone": self.consumers_gone,
                 "run_id": self.run_id, "log": self._log_summary()}
 
     def _log_summary(self) -> dict[str, Any] | None:
@@ -585,8 +599,8 @@ def format_summary(s: dict[str, Any]) -> str:
             f"max {lat['max']:.3f} ms; {s['misses']} deadline misses at {s['budget_ms']:g} ms ({s['emit']}; "
             f"{s['misses_input_late']} with the input already late); "
             f"bad values: {bad}; providers {','.join(s['providers'])}"
-            + (f"; faults: {s['clock_jumps']} clock jumps, {s['silences']} silences"
-               f"{', model file changed on disk (kept the loaded one)' if s['model_changed'] else ''}"
-               if s.get("clock_jumps") or s.get("silences") or s.get("model_changed") else "")
+            + (f"; faults: {s['clock_jumps']} clock jumps, {s['silences']} silences, {s['consumers_gone']} outlets "
+               f"left without consumers{', model file changed on disk (kept the loaded one)' if s['model_changed'] else ''}"
+               if s.get("clock_jumps") or s.get("silences") or s.get("model_changed") or s.get("consumers_gone") else "")
             + (f"; SESSION LOG FAILED after {s['log']['bins_logged']} bins ({s['log']['error']}): "
                f"{s['log']['path']} is truncated" if s.get("log") and s["log"].get("error") else ""))
