@@ -37,11 +37,11 @@ def add_soak_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bins", type=int, default=100_000, help="20 ms bins to replay (10^5 = ~33 min at speed 1)")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed factor (1 = real time)")
     p.add_argument("--channels", type=int, default=96, help="channels of the stand-in model and the random data")
-    p.add_argument("--model", type=Path, help="step graph to run (default: a retention_linear stand-in, random weights)")
+    p.add_argument("--model", type=Path, help="step graph to run; none given: a retention_linear stand-in with random weights")
     p.add_argument("--source-rate", type=float, default=1000.0, help="replay counts at this rate (Hz)")
     p.add_argument("--budget-ms", type=float, default=5.0, help="the runtime's latency budget; later = late")
     p.add_argument("--priority", choices=["realtime", "normal"], default="realtime", help="scheduling of replay and runtime")
-    p.add_argument("--log", type=Path, help="keep the runtime's session log here (default: a temporary file)")
+    p.add_argument("--log", type=Path, help="keep the runtime's session log here; none given: a temporary file")
     p.add_argument("--json", type=Path, help="write the figures here (keys bins, lost, duplicated, rss_growth_mb, p50_ms, p99_ms, ...)")
 
 
