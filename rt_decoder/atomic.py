@@ -61,12 +61,17 @@ def check_output_dir(folder: str | Path, what: str = "output folder") -> Path:
 
 
 def check_output(path: str | Path, what: str = "output") -> Path:
-    """An output file path is usable: not a folder, its folder exists (created when missing) and
-    accepts a new file. Run it before long work; the write itself is atomic_path's."""
+    """An output file path is usable: not a folder, its folder exists and accepts a new file.
+    A missing folder is refused, not created: a mistyped path must not grow directories from
+    the root (output *folders*, check_output_dir, are created). Run it before long work; the
+    write itself is atomic_path's."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(where(path, f"the {what} is a folder; give a file name"))
-    _prepare_dir(path.parent if str(path.parent) else Path("."), path, what)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.exists():
+        raise OutputError(where(path, f"cannot write the {what}: the folder {folder} does not exist (create it first)"))
+    _prepare_dir(folder, path, what)
     return path
 
 

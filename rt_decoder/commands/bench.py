@@ -2,6 +2,7 @@
 
   latency     bin close -> prediction received by an LSL consumer (rt_decoder/runtime/bench.py)
   throughput  sustained bins/s on one core without misses (rt_decoder/runtime/bench.py)
+  soak        a long session checked from outside: lost / duplicated / late bins, memory (rt_decoder/runtime/soak.py)
   accuracy    train + evaluate on the real datasets vs Wiener and Kalman (training/bench.py; needs torch)
   generate    autoregressive sampling speed and fidelity (training/bench.py; needs torch to train)
 """
@@ -16,6 +17,7 @@ HELP = "measure latency, throughput, accuracy or generation speed and print the 
 TARGETS = {
     "latency": ("rt_decoder.runtime.bench", "latency"),
     "throughput": ("rt_decoder.runtime.bench", "throughput"),
+    "soak": ("rt_decoder.runtime.soak", "soak"),
     "accuracy": ("training.bench", "accuracy"),
     "generate": ("training.bench", "generate"),
 }

@@ -37,14 +37,17 @@ def describe(rec, path: str | Path) -> str:
             f"K={k} behaviour{names}, {dur_txt}{trials}")
 
 
+def npz_name(output: str | Path) -> Path:
+    """OUT with .npz appended when missing."""
+    out = Path(output)
+    return out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
+
+
 def output_path(output: str | Path) -> Path:
-    """OUT with .npz appended when missing, checked writable before any reading (atomic.check_output)."""
+    """OUT as written (npz_name), checked writable before any reading (atomic.check_output)."""
     from ..atomic import check_output
 
-    out = Path(output)
-    if out.suffix != ".npz":
-        out = out.with_name(out.name + ".npz")
-    return check_output(out, "output file")
+    return check_output(npz_name(output), "output file")
 
 
 def write(rec, output: str | Path) -> Path:
@@ -54,9 +57,21 @@ def write(rec, output: str | Path) -> Path:
     return save_npz(rec, output_path(output))
 
 
+def refuse_same_file(input: str | Path, output: str | Path) -> None:
+    """OUT must not be IN (also via another path, a symlink or a hard link): it would be overwritten."""
+    import os
+
+    from ..errors import DataError, where
+
+    out = npz_name(output)
+    if Path(input).exists() and out.exists() and os.path.samefile(input, out):
+        raise DataError(where(output, f"is the input {input} itself; choose another output file"))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..loaders import load_recording
 
+    refuse_same_file(args.input, args.output)
     output_path(args.output)
     rec = load_recording(args.input, args.bin_ms)
     out = write(rec, args.output)

@@ -11,7 +11,9 @@ The split is contiguous: train / val / test = first 70% / next 10% / last 20% by
   rt-decoder evaluate --baselines --data session.npz --lag-bins 1   (baselines only)
 
 With --log, re-run a session log written by `rt-decoder run --log` and check that the
-predictions it recorded are reproduced exactly (no --data needed).
+predictions it recorded are reproduced exactly (no --data needed); a truncated log (no end
+record, or fewer bins than it states: the writer was killed or its disk filled) is reported as
+such and exits 1.
 """
 
 from __future__ import annotations
@@ -90,10 +92,12 @@ def _rerun_log(args: argparse.Namespace) -> int:
           f"(max |difference| {res.get('max_abs_diff', float('nan')):.3g})")
     if not res.get("model_matches", True):
         print("note: this model file is not the one the session logged (sha256 differs)")
+    if not res.get("complete", True):
+        print(f"TRUNCATED LOG: {res['truncated']}; only the bins found were re-checked")
     if args.json:
         write_json(args.json, summary, sort_keys=True)
         print(f"wrote {args.json}")
-    return 0 if exact else 1
+    return 0 if exact and res.get("complete", True) else 1
 
 
 def provenance_warnings(card, model_path, rec, data_path) -> list[str]:

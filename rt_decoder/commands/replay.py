@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spin-ms", type=float, default=1.0,
                    help="with realtime priority, poll the clock the last S ms before each push (default 1; 0 = sleep)")
     p.add_argument("--source-id", help="LSL source_id prefix (default rt-decoder-replay:<name>; keep it to let runtimes reconnect)")
+    p.add_argument("--wait-start", action="store_true",
+                   help="publish the streams, then start pushing only when a line arrives on stdin (lets a harness "
+                        "start `rt-decoder run` and its consumers first: nothing is pushed before they listen)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     stop: list[int] = []  # the handler only records the request; the loop below acts on it
     old = {s: signal.signal(s, lambda *_: stop.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        player.start()
+        if args.wait_start and not sys.stdin.readline():
+            stop.append(1)  # stdin closed without a start line: the harness gave up
+        if not stop:
+            player.start()
         with tqdm(total=player.n_total, unit="bin", desc="replay", file=sys.stderr, mininterval=0.5) as bar:
             while not player.wait(0.25) and not stop:
                 bar.update(player.n_pushed - bar.n)

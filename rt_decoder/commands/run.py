@@ -5,10 +5,17 @@ threshold-crossing counts are re-binned to 20 ms) or a `SpikeEvents` stream (int
 index per spike, binned by timestamp; a bin closes at its end + --grace-ms). The stream's
 channel count, format and rate are checked against the model card before the first bin.
 
+Input choice: the input is found before anything is published. Without --input, among several
+spike streams the one that fits the model (channel count, rate; for SpikeEvents the declared
+n_channels) is used; when none or several fit, one line lists them and how to choose. The wait
+(--resolve-timeout, 10 s) is announced after half a second, with a countdown on a terminal.
+
 Output: `Kinematics` (--output, K float32 channels with labels and units, timestamp = the bin's
 end on the local LSL clock, so a consumer measures latency as local_clock() - timestamp) and
-`DecoderStats` (--stats: bin_index, latency_ms, backlog, deadline_miss, skipped, gap_bins; the
-last three are running totals).
+`DecoderStats` (--stats, default <output>-stats: bin_index, latency_ms, backlog, deadline_miss,
+skipped, gap_bins; the last three are running totals); --zeta-stream defaults to <output>-zeta.
+Every source_id ends with a run id (pid + start time), so two decoders never collide; a stream
+already on the network under one of our names is warned about.
 
 Budget: a bin's deadline is its end + --budget-ms. `--emit fixed` holds each prediction until
 its deadline so latency is constant. When behind, every bin still updates the state (exact);
@@ -18,7 +25,8 @@ above --max-count -> clipped; events on unknown channels are dropped; all are co
 
 Ctrl-C / SIGTERM stop cleanly and print a summary (bins, predictions, skipped, gaps, latency
 p50/p99/max, misses). --log FILE writes every bin (JSON lines; `rt-decoder evaluate MODEL --log
-FILE` re-runs it offline).
+FILE` re-runs it offline). Its directory must exist. If the log's disk fills, a loud warning;
+decoding and publishing go on, and the log (truncated) is known as such by every reader.
 
   rt-decoder replay data.npz --name replay &
   rt-decoder run model.onnx --input replay-spikes --budget-ms 5 --emit fixed --log session.jsonl --plot
@@ -36,7 +44,7 @@ from pathlib import Path
 
 HELP = "decode a live LSL spike stream with a step model inside a fixed latency budget"
 
-DEFAULTS = {"input": None, "resolve_timeout": 10.0, "output": "rt-decoder", "stats": "rt-decoder-stats",
+DEFAULTS = {"input": None, "resolve_timeout": 10.0, "output": "rt-decoder", "stats": None,
             "budget_ms": 5.0, "emit": "asap", "threads": 1, "providers": "auto", "grace_ms": 3.0,
             "max_count": 1000.0, "zeta_stream": None, "reconnect_timeout": None, "status_every_s": 10.0,
             "spin_ms": 1.0, "priority": "realtime", "keep_warm": True}
@@ -44,10 +52,12 @@ DEFAULTS = {"input": None, "resolve_timeout": 10.0, "output": "rt-decoder", "sta
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the ONNX step graph (with its model card)")
-    p.add_argument("--input", help="input stream: NAME, name=X, type=X or source_id=X (default: any SpikeCounts/SpikeEvents stream)")
+    p.add_argument("--input", help="input stream: NAME, name=X, type=X or source_id=X (default: the SpikeCounts/SpikeEvents "
+                                   "stream that fits the model; when several fit, the error lists them)")
     p.add_argument("--resolve-timeout", type=float, help="seconds to wait for the input stream (default 10)")
-    p.add_argument("--output", help="name of the Kinematics outlet (default rt-decoder)")
-    p.add_argument("--stats", help="name of the DecoderStats outlet (default rt-decoder-stats; 'none' for no stats)")
+    p.add_argument("--output", help="name of the Kinematics outlet; the stats and zeta outlets are named after it "
+                                    "(default rt-decoder)")
+    p.add_argument("--stats", help="name of the DecoderStats outlet (default <output>-stats; 'none' for no stats)")
     p.add_argument("--budget-ms", type=float, help="latency budget per bin in ms (default 5)")
     p.add_argument("--emit", choices=["asap", "fixed"], help="asap: push when ready; fixed: hold until bin end + budget (default asap)")
     p.add_argument("--log", type=Path, help="write every bin (counts, prediction, timings, flags) to this JSON-lines file")
@@ -55,8 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", choices=["auto", "cpu", "cuda"], help="onnxruntime providers (default auto: CUDA when usable)")
     p.add_argument("--grace-ms", type=float, help="SpikeEvents: close a bin this long after its end (default 3)")
     p.add_argument("--max-count", type=float, help="clip SpikeCounts samples above this (default 1000)")
-    p.add_argument("--zeta-stream", nargs="?", const="rt-decoder-zeta",
-                   help="publish a ~10 Hz snapshot of the first zeta image (default name rt-decoder-zeta)")
+    p.add_argument("--zeta-stream", nargs="?", const="{output}-zeta",
+                   help="publish a ~10 Hz snapshot of the first zeta image (default name <output>-zeta)")
     p.add_argument("--reconnect-timeout", type=float, help="give up when a lost input is not back after S seconds (default: wait)")
     p.add_argument("--status-every", dest="status_every_s", type=float, help="status line every S seconds (default 10; 0 = never)")
     p.add_argument("--priority", choices=["realtime", "normal"],
@@ -102,17 +112,17 @@ def resolve_options(args: argparse.Namespace) -> dict:
     for key, default in DEFAULTS.items():
         v = getattr(args, key, None)
         opts[key] = v if v is not None else conf.get(key, default)
-    if isinstance(opts["stats"], str) and opts["stats"].lower() == "none":
+    if opts["stats"] is None:
+        opts["stats"] = "{output}-stats"
+    elif isinstance(opts["stats"], str) and opts["stats"].lower() == "none":
         opts["stats"] = None
     return opts
 
 
 def _start_plot(rt, opts: dict, truth: str | None) -> subprocess.Popen | None:
-    cmd = [sys.executable, "-m", "rt_decoder.cli", "plot", "--decoder", opts["output"]]
-    if opts["stats"]:
-        cmd += ["--stats", opts["stats"]]
-    if opts["zeta_stream"]:
-        cmd += ["--zeta", opts["zeta_stream"]]
+    cmd = [sys.executable, "-m", "rt_decoder.cli", "plot", "--decoder", rt.output_name]
+    cmd += ["--stats", rt.stats_name or ""]
+    cmd += ["--zeta", rt.zeta_name if rt.zeta_out is not None else ""]
     name = rt.info.name() if rt.inlet is not None else ""
     if truth is None and name.endswith("-spikes"):
         truth = name[: -len("-spikes")] + "-behavior"

@@ -38,7 +38,9 @@ def _common(p: argparse.ArgumentParser, bins: int) -> None:
     p.add_argument("--data", type=Path, help="replay this recording; None: random Poisson counts")
     p.add_argument("--bins", type=int, default=bins, help="bins to measure")
     p.add_argument("--bin-ms", type=float, default=20.0, help="bin width when building the model")
-    p.add_argument("--channels", type=int, default=96, help="channels when building the model")
+    p.add_argument("--channels", type=int, nargs="+", default=[96],
+                   help="channels when building the model; several values (e.g. 96 256 1024) measure each and print "
+                        "a table of latency, misses and step time per channel count")
     p.add_argument("--budget-ms", type=float, default=5.0, help="the runtime's latency budget")
     p.add_argument("--emit", choices=["asap", "fixed"], default="asap", help="the runtime's emission mode")
     p.add_argument("--format", choices=["counts", "events"], default="counts", help="replay SpikeCounts or SpikeEvents")
@@ -69,11 +71,10 @@ def add_throughput_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu", type=int, default=None, help="pin the runtime to this core (default: the last one)")
 
 
-def _setup(args: argparse.Namespace, work: Path, speed: float) -> tuple[Path, Path, Any]:
+def _build_model(args: argparse.Namespace, work: Path) -> tuple[Path, Any, str]:
+    """The step graph to measure (--arch-from, --model or the stand-in), its card and a label."""
     from ..model_card import read_card
-    from ..recording import save_npz
-    from .player import load_for_replay
-    from .probe import linear_model, poisson_recording
+    from .probe import linear_model
 
     if getattr(args, "arch_from", None) is not None:
         model = rewrap(args.arch_from, work / "arch.onnx", args.channels, args.bin_ms / 1000.0)
@@ -88,6 +89,15 @@ def _setup(args: argparse.Namespace, work: Path, speed: float) -> tuple[Path, Pa
         model = linear_model(work / "bench.onnx", n_channels=args.channels, n_outputs=4, bin_s=args.bin_ms / 1000.0)
         card = read_card(model)
         label = f"retention_linear stand-in ({card.n_channels} ch, {card.bin_s * 1000:g} ms bins, decays {card.decays}, random weights)"
+    return model, card, label
+
+
+def _setup(args: argparse.Namespace, work: Path, speed: float) -> tuple[Path, Path, Any]:
+    from ..recording import save_npz
+    from .player import load_for_replay
+    from .probe import poisson_recording
+
+    model, card, label = _build_model(args, work)
     if args.data is not None:
         rec, _ = load_for_replay(args.data, card.bin_s * 1000.0)
         data = args.data
@@ -174,8 +184,11 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
         from .priority import normal_priority, raise_priority
 
         err_file = open(work / "runtime.err", "w+")  # a file, not a pipe: a full pipe would stall the runtime
+        # the replay publishes first (the runtime looks for its input before it announces its
+        # outputs) and pushes once the runtime and the consumers are up: no start-up backlog
+        replay = subprocess.Popen(replay_cmd + ["--wait-start"], stdin=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True, preexec_fn=normal_priority)
         runtime = subprocess.Popen(run_cmd, stderr=err_file, text=True, preexec_fn=pin_runtime)
-        replay = None
         plot = None
         if getattr(args, "with_plot", False):
             plot_cmd = [sys.executable, "-m", "rt_decoder.cli", "plot", "--decoder", f"{name}-dec", "--stats", f"{name}-stats",
@@ -188,8 +201,8 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
         try:
             dec = Consumer(f"{name}-dec", timeout=60.0)
             stats = Consumer(f"{name}-stats", timeout=60.0)
-            # the replay starts once the runtime and the consumers are up: no start-up backlog
-            replay = subprocess.Popen(replay_cmd, stderr=subprocess.DEVNULL, preexec_fn=normal_priority)
+            replay.stdin.write("go\n")
+            replay.stdin.flush()
             with tqdm(total=need, unit="bin", desc=f"bench ({seconds:.0f} s)", file=sys.stderr, mininterval=1.0) as bar:
                 deadline = time.monotonic() + seconds * 2 + 60
                 while len(dec.stamps) < need and time.monotonic() < deadline:
@@ -201,6 +214,8 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
             if plot is not None:
                 plot.kill()
                 plot.wait(20)
+            if replay.stdin is not None and not replay.stdin.closed:
+                replay.stdin.close()  # a replay still waiting for its start line gives up
             procs = [p for p in (runtime, replay) if p is not None]  # the runtime first: no "lost" at the end
             for p in procs:
                 if p.poll() is None:
@@ -297,7 +312,53 @@ def _print(title: str, r: dict[str, Any], goals: list[tuple[str, bool]]) -> None
         print(f"  goal       {text}: {verdict}")
 
 
+def step_time_us(model: Path, n: int = 2000, threads: int = 1) -> dict[str, float]:
+    """The step graph alone (no LSL): microseconds per step on random counts, p50 / p99."""
+    from ..step_model import StepModel
+
+    m = StepModel(model, threads=threads)
+    x = np.random.default_rng(0).poisson(0.5, size=(n, m.n_channels)).astype(np.float32)
+    for row in x[:100]:
+        m.step(row)
+    t = np.empty(n)
+    for i, row in enumerate(x):
+        t0 = time.perf_counter()
+        m.step(row)
+        t[i] = time.perf_counter() - t0
+    return {"p50": float(np.median(t) * 1e6), "p99": float(np.percentile(t, 99) * 1e6)}
+
+
+def run_scale(args: argparse.Namespace) -> int:
+    """bench latency with several --channels: one measurement each, one table."""
+    import copy
+
+    rows = []
+    for c in args.channels:
+        a = copy.copy(args)
+        a.channels, a.json = c, None
+        with tempfile.TemporaryDirectory(prefix="rt-scale-") as tmp:
+            model, card, label = _build_model(a, Path(tmp))
+            step = step_time_us(model, threads=args.threads)
+        r = _measure(a, speed=1.0, pin=None)
+        r["step_us"] = step
+        rows.append(r)
+    print(f"rt-decoder bench latency: {rows[0]['model'].split(' (')[0]}, {args.bins} bins per row at 1x, budget "
+          f"{args.budget_ms:g} ms, {args.emit}; latency = bin close -> consumer; step = the step graph alone")
+    print(f"  {'channels':>8}  {'p50 ms':>7}  {'p99 ms':>7}  {'max ms':>7}  {'misses':>6}  {'skipped':>7}  "
+          f"{'step p50 us':>11}  {'step p99 us':>11}")
+    for r in rows:
+        lat, w = r["consumer_latency_ms"], r["window"]
+        print(f"  {r['channels']:>8}  {lat['p50']:7.3f}  {lat['p99']:7.3f}  {lat['max']:7.3f}  {w['misses']:>6}  "
+              f"{w['skipped']:>7}  {r['step_us']['p50']:11.1f}  {r['step_us']['p99']:11.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows}, indent=2))
+    return 0
+
+
 def run_latency(args: argparse.Namespace) -> int:
+    if len(args.channels) > 1:
+        return run_scale(args)
+    args.channels = args.channels[0]
     r = _measure(args, speed=1.0, pin=None)
     lat = r["consumer_latency_ms"]
     goals = [("p99 <= 2 ms", lat["p99"] <= 2.0),
@@ -309,6 +370,11 @@ def run_latency(args: argparse.Namespace) -> int:
 
 
 def run_throughput(args: argparse.Namespace) -> int:
+    if len(args.channels) > 1:
+        from ..errors import RtDecoderError
+
+        raise RtDecoderError("bench throughput: give one --channels value (several are for bench latency)")
+    args.channels = args.channels[0]
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     speed = args.speed
     if speed is None:

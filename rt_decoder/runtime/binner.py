@@ -97,6 +97,10 @@ class CountsBinner:
     def next_deadline(self) -> float | None:
         return None
 
+    def flush(self) -> list[Bin]:
+        """The source is gone: close the bin in progress now (partial) instead of on its next sample."""
+        return self._close_open() if self.open_k is not None else []
+
     def poll(self, now: float) -> list[Bin]:
         return []
 
@@ -247,6 +251,14 @@ class EventBinner:
                 a = self.acc[int(kb)] = np.zeros(self.D, np.float64)
             np.add.at(a, c[sel], 1.0)
         return []
+
+    def flush(self) -> list[Bin]:
+        """The source is gone: close every bin up to the last one holding events, without waiting
+        for the clock (those events were received; a reconnect must not drop them)."""
+        if self.next_k is None or not (self.acc or self.bad):
+            return []
+        last = max([*self.acc, *self.bad])
+        return self.poll(self.origin + (last + 1) * self.bin_s + self.grace)
 
     def next_deadline(self) -> float | None:
         if self.next_k is None:

@@ -90,15 +90,64 @@ def visible_streams(wait_s: float = 1.0) -> list[str]:
     return [describe(i) for i in lsl.resolve_streams(wait_time=wait_s)]
 
 
-def resolve(spec: StreamSpec, timeout: float) -> Any:
-    """The first stream matching spec within timeout, else StreamError listing what is visible."""
+def matches(spec: StreamSpec, info: Any) -> bool:
+    """Whether a resolved stream satisfies spec (the predicate, evaluated here)."""
+    if spec.prop is None:
+        return info.type() in INPUT_TYPES
+    return {"name": info.name, "type": info.type, "source_id": info.source_id}[spec.prop]() == spec.value
+
+
+def resolve_all(spec: StreamSpec, timeout: float, also: list[str] = (), stop: threading.Event | None = None,
+                say: Any = None, settle_s: float = 0.3) -> tuple[list[Any], list[Any]]:
+    """Every stream matching spec (waiting up to `timeout` for the first, then `settle_s` for the
+    rest), and every stream named in `also` (names we are about to publish under).
+
+    The wait is shown: after the first half second without a match `say(text)` is called once
+    and, on a terminal, a countdown bar runs; `stop` ends the wait early. Raises StreamError
+    (listing what is visible) when nothing matches in time."""
+    import time
+
     lsl = pylsl()
-    found = lsl.resolve_bypred(spec.predicate(), 1, max(timeout, 0.05))
+    pred = spec.predicate()
+    t0 = time.monotonic()
+    found = lsl.resolve_bypred(pred, 1, min(0.5, max(timeout, 0.05)))
+    if not found and timeout - (time.monotonic() - t0) > 0.05:
+        from tqdm import tqdm
+
+        if say is not None:
+            say(f"waiting up to {timeout:g} s for the input ({spec}); start the source, or Ctrl-C to stop")
+        with tqdm(total=round(timeout), unit="s", desc="waiting for input", leave=False, disable=None,
+                  bar_format="{desc}: {n:.0f}/{total} s") as bar:
+            while not found and not (stop is not None and stop.is_set()):
+                left = timeout - (time.monotonic() - t0)
+                if left <= 0:
+                    break
+                found = lsl.resolve_bypred(pred, 1, min(0.5, left))
+                bar.update(min(round(time.monotonic() - t0), round(timeout)) - bar.n)
+    if not found and stop is not None and stop.is_set():
+        raise StreamError(f"input {spec}: stopped while waiting for it")
     if not found:
         seen = visible_streams(0.5)
         listing = "; ".join(seen) if seen else "no LSL streams are visible"
         raise StreamError(f"input {spec}: no LSL stream found after {timeout:g} s (visible: {listing})")
-    return found[0]
+    wide = " or ".join([f"({pred})", *(f"name='{n}'" for n in also)])
+    every = lsl.resolve_bypred(wide, 0, settle_s) if settle_s > 0 else []
+    seen_uid = set()
+    inputs, taken = [], []
+    for info in [*found, *every]:
+        if info.uid() in seen_uid:
+            continue
+        seen_uid.add(info.uid())
+        if matches(spec, info):
+            inputs.append(info)
+        if info.name() in also:
+            taken.append(info)
+    return inputs, taken
+
+
+def resolve(spec: StreamSpec, timeout: float) -> Any:
+    """The first stream matching spec within timeout, else StreamError listing what is visible."""
+    return resolve_all(spec, timeout, settle_s=0.0)[0][0]
 
 
 def resolve_again(info: Any, timeout: float) -> Any | None:
@@ -138,7 +187,8 @@ def add_channels(info: Any, labels: list[str], units: list[str] | None = None, k
 
 
 def make_outlet(name: str, type_: str, labels: list[str], rate: float, fmt: str = "float32",
-                units: list[str] | None = None, source_id: str = "", extra: dict | None = None) -> Any:
+                units: list[str] | None = None, source_id: str = "", extra: dict | None = None,
+                max_buffered: int = 30) -> Any:
     """An outlet that sends each sample at once (chunk_size 1): latency over bandwidth."""
     lsl = pylsl()
     cf = {"float32": lsl.cf_float32, "int32": lsl.cf_int32, "int16": lsl.cf_int16, "string": lsl.cf_string,
@@ -147,7 +197,7 @@ def make_outlet(name: str, type_: str, labels: list[str], rate: float, fmt: str 
     add_channels(info, labels, units)
     for k, v in (extra or {}).items():
         info.desc().append_child_value(str(k), str(v))
-    return lsl.StreamOutlet(info, chunk_size=1, max_buffered=30)
+    return lsl.StreamOutlet(info, chunk_size=1, max_buffered=max_buffered)
 
 
 class ClockOffset:

@@ -11,6 +11,12 @@ written as numbers and float32 predictions as the shortest decimal that round-tr
                  "flags": ["gap", "partial", "skipped", "miss"], "bad": 0}
     event lines {"event": "lost" | "reconnected" | "reset" | "stop", "t": ..., ...}
                 (a reset carries "before_bin": the state was zeroed before that bin)
+    last line   {"event": "end", "bins": N}   written by close(): the number of bins logged
+
+A log without its end line, or whose end line states more bins than it holds, is truncated
+(the writer was killed, or its disk filled): every reader says so (`read_log` "complete",
+"stated_bins"; `rerun_log`; `evaluate --log`). A write that fails (ENOSPC, EFBIG) never stops
+the decoder: the writer records the error, warns once, and stops logging.
 
 `rerun_log(model, log)` runs the logged counts (gap bins included, as the runtime did) through
 the step graph offline and compares with the logged predictions: they must be identical.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, where
+
+log = logging.getLogger("rt_decoder.runtime")
 
 FORMAT = "rt-decoder-session-log"
 VERSION = 1
@@ -49,45 +58,80 @@ def _numbers(a: np.ndarray) -> list:
 
 
 class SessionLog:
-    """Append-only writer; flushes every `flush_every` bins and on every event line."""
+    """Append-only writer; flushes every `flush_every` bins and on every event line.
+
+    A failed write (disk full, file size limit) is recorded in `error`, warned about once, and
+    ends the logging; the caller carries on (a decoder in a closed loop must not stop for it)."""
 
     def __init__(self, path: str | Path, header: dict[str, Any], flush_every: int = 25) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "w", encoding="utf-8")
         self.flush_every = max(1, int(flush_every))
         self._n = 0
+        self.error: str | None = None
+        self.bins_at_error: int | None = None
         head = {"format": FORMAT, "version": VERSION,
                 "started": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **header}
-        self._f.write(json.dumps(head) + "\n")
-        self._f.flush()
+        self._write(json.dumps(head) + "\n", flush=True)
+
+    @property
+    def bins_logged(self) -> int:
+        """Bins handed to the log (all on disk unless `error` is set)."""
+        return self._n
+
+    def _write(self, text: str, flush: bool = False) -> None:
+        if self.error is not None:
+            return
+        try:
+            self._f.write(text)
+            if flush:
+                self._f.flush()
+        except (OSError, ValueError) as e:
+            self._fail(e)
+
+    def _fail(self, e: BaseException) -> None:
+        self.error = getattr(e, "strerror", None) or str(e)
+        self.bins_at_error = self._n
+        log.error("session log %s: write failed near bin %d (%s); LOGGING STOPPED, decoding and publishing "
+                  "continue; the log is truncated", self.path, self._n, self.error)
+        try:
+            self._f.close()
+        except (OSError, ValueError):
+            pass
 
     def bin(self, i: int, t_end: float, counts: np.ndarray, pred: np.ndarray | None, lat_ms: float | None,
             backlog: int, flags: list[str], bad: int = 0, timing: tuple[float, float] | None = None) -> None:
         """timing: (input seen, prediction ready) in ms after the bin's end; lat_ms is when it was pushed."""
+        if self.error is not None:
+            return
         rec = {"i": i, "t_end": round(float(t_end), 6), "counts": _numbers(counts),
                "pred": None if pred is None else [float(v) for v in np.asarray(pred, np.float32)],
                "lat_ms": None if lat_ms is None else round(float(lat_ms), 4), "backlog": int(backlog),
                "flags": flags, "bad": int(bad)}
         if timing is not None:
             rec["seen_ms"], rec["ready_ms"] = round(float(timing[0]), 4), round(float(timing[1]), 4)
-        self._f.write(json.dumps(rec) + "\n")
         self._n += 1
-        if self._n % self.flush_every == 0:
-            self._f.flush()
+        self._write(json.dumps(rec) + "\n", flush=self._n % self.flush_every == 0)
 
     def event(self, kind: str, t: float, **info: Any) -> None:
-        self._f.write(json.dumps({"event": kind, "t": round(float(t), 6), **info}) + "\n")
-        self._f.flush()
+        self._write(json.dumps({"event": kind, "t": round(float(t), 6), **info}) + "\n", flush=True)
 
     def close(self) -> None:
-        if not self._f.closed:
-            self._f.flush()
-            self._f.close()
+        """Write the end line (the number of bins logged) and close; a no-op after a failure."""
+        if self.error is None and not self._f.closed:
+            self._write(json.dumps({"event": "end", "bins": self._n}) + "\n", flush=True)
+            if self.error is None:
+                try:
+                    self._f.close()
+                except OSError as e:
+                    self._fail(e)
 
 
 def read_log(path: str | Path) -> dict[str, Any]:
-    """Header, per-bin arrays and events of a session log (a torn last line is ignored)."""
+    """Header, per-bin arrays and events of a session log (a torn last line is ignored).
+
+    "complete" is True only when the end line is there and states the bins found; otherwise
+    "truncated" says what is missing ("stated_bins": what the end line states, or None)."""
     path = Path(path)
     if not path.exists():
         raise DataError(where(path, "no such session log"))
@@ -120,7 +164,16 @@ def read_log(path: str | Path) -> dict[str, Any]:
     for i, b in enumerate(bins):
         if b["pred"] is not None:
             pred[i] = b["pred"]
+    end = next((e for e in reversed(events) if e.get("event") == "end"), None)
+    stated = None if end is None else int(end.get("bins", -1))
+    if end is None:
+        truncated = f"truncated: no end record (writer killed or disk full), {len(bins)} bins found"
+    elif stated != len(bins):
+        truncated = f"truncated: the log states {stated} bins, {len(bins)} found"
+    else:
+        truncated = None
     return {"header": header, "counts": counts, "pred": pred, "has_pred": has,
+            "complete": truncated is None, "stated_bins": stated, "truncated": truncated,
             "t_end": np.array([b["t_end"] for b in bins], np.float64),
             "lat_ms": np.array([np.nan if b["lat_ms"] is None else b["lat_ms"] for b in bins], np.float64),
             "flags": [b["flags"] for b in bins], "events": events}
@@ -130,7 +183,8 @@ def rerun_log(model_path: str | Path, log_path: str | Path, threads: int = 1) ->
     """Re-run a session log offline through `model_path`; compare with the logged predictions.
 
     Returns bins, predictions compared, max_abs_diff, exact (bit-identical), model_matches
-    (sha256 of the model equals the one logged) and the counts of gap / skipped bins.
+    (sha256 of the model equals the one logged), complete / truncated (see read_log) and the
+    counts of gap / skipped bins.
     """
     from ..step_model import StepModel
 
@@ -152,6 +206,9 @@ def rerun_log(model_path: str | Path, log_path: str | Path, threads: int = 1) ->
         "model": str(model_path),
         "model_matches": log["header"].get("model_sha256") == file_sha256(model_path),
         "bins": int(len(has)),
+        "complete": log["complete"],
+        "stated_bins": log["stated_bins"],
+        "truncated": log["truncated"],
         "predictions": int(has.sum()),
         "skipped": sum("skipped" in f for f in flags),
         "gap_bins": sum("gap" in f for f in flags),
