@@ -69,6 +69,9 @@ def check_output(path: str | Path, what: str = "output") -> Path:
     if path.is_dir():
         raise OutputError(where(path, f"the {what} is a folder; give a file name"))
     folder = path.parent if str(path.parent) else Path(".")
+    base = _nearest_existing(folder)
+    if base.exists() and not base.is_dir():
+        raise OutputError(where(path, f"cannot write the {what}: {base} is a file, not a folder"))
     if not folder.exists():
         raise OutputError(where(path, f"cannot write the {what}: the folder {folder} does not exist (create it first)"))
     _prepare_dir(folder, path, what)
