@@ -53,6 +53,12 @@ DEFAULTS: dict[str, Any] = {
         "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
     },
     "baselines": {"enabled": True, "lag_bins": None},  # None: the model's lag_bins
+    "multisession": {               # several --data files (training/multisession.py, DESIGN §10)
+        "enabled": False,           # true: multi-session training even for a single file
+        "readin": "linear",         # linear: a D_s x P map + offset per session | gain: per-channel gain + offset
+        "readin_l2": 0.001,         # penalty on a read-in's departure from its name-matched identity start
+        "output_affine": True,      # a per-session gain and offset on the normalized outputs
+    },
 }
 
 CHOICES = {
@@ -61,6 +67,7 @@ CHOICES = {
     "retention.layout": ("raster", "similarity"),
     "model.likelihood": (None, "gaussian", "bernoulli", "poisson"),
     "training.mode": ("offline", "online"),
+    "multisession.readin": ("linear", "gain"),
 }
 
 
@@ -144,7 +151,15 @@ def validate(cfg: dict, src: str) -> dict:
     for path in ("name",):
         if not isinstance(_get(cfg, path), str) or not _get(cfg, path):
             raise ConfigError(where(src, f"{path} must be a non-empty string, got {_get(cfg, path)!r}"))
-    for path in ("data", "training.init_from"):
+    _num(cfg, src, "multisession.readin_l2", lo=0)
+    if not isinstance(cfg["multisession"]["enabled"], bool) or not isinstance(cfg["multisession"]["output_affine"], bool):
+        raise ConfigError(where(src, "multisession.enabled and multisession.output_affine must be true or false"))
+    data = cfg["data"]
+    if isinstance(data, list) and data and all(isinstance(d, str) for d in data):
+        pass
+    elif data is not None and not isinstance(data, str):
+        raise ConfigError(where(src, f"data must be a file path, a list of them, or null, got {data!r}"))
+    for path in ("training.init_from",):
         if _get(cfg, path) is not None and not isinstance(_get(cfg, path), str):
             raise ConfigError(where(src, f"{path} must be a file path or null, got {_get(cfg, path)!r}"))
     like = cfg["model"]["likelihood"]
@@ -186,9 +201,12 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(where(src, f"a config is a mapping of keys, got {type(raw).__name__}"))
     cfg = validate(_merge(DEFAULTS, raw, src), src)
     cfg["_source"] = src
-    for key in ("data", "training.init_from"):
-        parent, leaf = (cfg, key) if "." not in key else (cfg[key.split(".")[0]], key.split(".")[1])
-        value = parent[leaf]
-        if value and not Path(value).is_absolute() and (path.parent / value).exists():
-            parent[leaf] = str(path.parent / value)
+    def near(value: str) -> str:
+        return str(path.parent / value) if value and not Path(value).is_absolute() and (path.parent / value).exists() else value
+
+    if isinstance(cfg["data"], list):
+        cfg["data"] = [near(v) for v in cfg["data"]]
+    else:
+        cfg["data"] = near(cfg["data"])
+    cfg["training"]["init_from"] = near(cfg["training"]["init_from"])
     return cfg

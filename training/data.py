@@ -50,14 +50,17 @@ def check_lengths(rec: Recording, split: dict[str, tuple[int, int]]) -> None:
                                               f"bins, needs >= {MIN_BINS[name]} (about {need} bins in all)"))
 
 
-def prepare(rec: Recording, cfg: dict) -> Prepared:
-    """Split, lay out, quantize, precompute zeta, normalize targets (train-block statistics)."""
+def prepare(rec: Recording, cfg: dict, split: dict[str, tuple[int, int]] | None = None) -> Prepared:
+    """Split, lay out, quantize, precompute zeta, normalize targets (train-block statistics).
+
+    split: explicit {"train", "val", "test"} bin ranges (calibration blocks); default: the config's fractions."""
     rec.validate()
     kind = cfg["kind"]
     if kind == "decoder" and rec.behavior is None:
         raise DataError(where(rec.source, "has no behaviour to decode (a decoder config needs 'behavior')"))
     T, D = rec.counts.shape
-    split = split_bounds(T, cfg["split"]["val"], cfg["split"]["test"])
+    if split is None:
+        split = split_bounds(T, cfg["split"]["val"], cfg["split"]["test"])
     check_lengths(rec, split)
     rcfg = cfg["retention"]
     canvas = tuple(rcfg["canvas"]) if rcfg["canvas"] else default_canvas(D)

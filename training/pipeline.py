@@ -41,11 +41,22 @@ def set_card_metrics(path: Path, metrics: dict) -> None:
 
 def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float | None = None,
                  resume: bool = False, baselines: bool | None = None, log=print) -> dict:
-    """Train, export and evaluate; returns the metrics written to DIR/metrics.json."""
+    """Train, export and evaluate; returns the metrics written to DIR/metrics.json.
+
+    data: one recording, or several (a list): then, or with multisession.enabled, a multi-session
+    model is trained (training/multisession.py)."""
     src = cfg.get("_source", "<config>")
     path = data or cfg["data"]
     if not path:
         raise ConfigError(where(src, "no data: set 'data' in the config or pass --data FILE"))
+    paths = [path] if isinstance(path, (str, Path)) else [str(p) for p in path]
+    if len(paths) > 1 or cfg["multisession"]["enabled"]:
+        if resume:
+            raise ConfigError(where(src, "--resume is not supported for multi-session training yet"))
+        from .multisession import run_multisession
+
+        return run_multisession(cfg, paths, out, time_limit=time_limit, baselines=baselines, log=log)
+    path = paths[0]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rec = load_recording(path, cfg["bin_ms"])

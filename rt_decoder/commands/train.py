@@ -21,7 +21,9 @@ HELP = "train a decoder from a YAML config, export model.onnx and metrics.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML config (e.g. configs/default.yaml)")
-    parser.add_argument("--data", metavar="FILE", help="recording to train on (overrides the config's 'data')")
+    parser.add_argument("--data", nargs="+", metavar="FILE",
+                        help="recording(s) to train on (overrides the config's 'data'); several files or globs "
+                             "train one multi-session model (shared trunk, a read-in per session)")
     parser.add_argument("--out", default="runs/model", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--time-limit", type=float, metavar="S", help="stop training after S seconds (best weights so far are kept)")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
@@ -44,12 +46,46 @@ def run(args: argparse.Namespace) -> int:
         cfg["training"]["seed"] = args.seed
     if args.time_limit is not None and args.time_limit <= 0:
         raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
-    m = pipeline.run_training(cfg, args.data, args.out, time_limit=args.time_limit, resume=args.resume,
+    data = expand_data(args.data) if args.data else None
+    m = pipeline.run_training(cfg, data if data is None or len(data) > 1 else data[0], args.out, time_limit=args.time_limit, resume=args.resume,
                               baselines=False if args.no_baselines else None,
                               log=lambda s: print(s, file=sys.stderr))
+    if m.get("multisession"):
+        print(multi_summary(m))
+        print(f"wrote {args.out}/sessions/<name>/model.onnx, {args.out}/metrics.json, {args.out}/multisession.pt")
+        return 0
     print(summary(m))
     print(f"wrote {args.out}/model.onnx, {args.out}/metrics.json")
     return 0
+
+
+def expand_data(patterns: list[str]) -> list[str]:
+    """Each --data argument as given, or, when it holds a wildcard, the sorted files it matches."""
+    import glob
+
+    from rt_decoder.errors import DataError
+
+    out: list[str] = []
+    for p in patterns:
+        if any(ch in p for ch in "*?["):
+            hits = sorted(glob.glob(p))
+            if not hits:
+                raise DataError(f"{p}: no file matches this pattern")
+            out += hits
+        else:
+            out.append(p)
+    return out
+
+
+def multi_summary(m: dict) -> str:
+    """Test-block R2 per session (mean over outputs) for the shared model and the baselines."""
+    names = list(next(iter(m["sessions"].values()))["baselines"]) if m["sessions"] else []
+    rows = [f"{'session':<28} {'model R2':>9} " + " ".join(f"{b + ' R2':>10}" for b in names) + f"   (mean over {', '.join(m['outputs'])})"]
+    for name, s in m["sessions"].items():
+        rows.append(f"{name:<28} {sum(s['r2']) / len(s['r2']):9.4f} "
+                    + " ".join(f"{sum(s['baselines'][b]) / len(s['baselines'][b]):10.4f}" for b in names))
+    rows.append(f"train {m['train_seconds']:.0f} s, {m['epochs']} epochs ({m['stopped']}); trunk {m['trunk_parameters']} parameters")
+    return "\n".join(rows)
 
 
 def summary(m: dict) -> str:
