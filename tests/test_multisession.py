@@ -101,3 +101,93 @@ def test_sessions_must_share_outputs_and_bin_width(trained, capsys):
                  "--out", str(tmp / "bad"), "--no-baselines"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "fast.npz" in err[-1] and "20 ms bins" in err[-1]
+
+
+# ---------------------------------------------------------------------------- calibrate
+
+
+def drifted_day(minutes: float = 5.0, seed: int = 11):
+    """A later day of day0's population (same neurons, longer session): each channel's counts
+    scaled by a gain in [0.3, 3] plus an offset, stochastic rounding (a gain/offset drift)."""
+    rec = simulate_session(minutes=minutes, channels=SESSIONS[0][0], bin_s=0.05, seed=7)
+    rng = np.random.default_rng(seed)
+    gain = np.exp(rng.uniform(np.log(0.3), np.log(3.0), rec.n_channels))
+    offset = rng.uniform(0.0, 0.6, rec.n_channels) * (rng.random(rec.n_channels) < 0.5)
+    x = rec.counts * gain + offset
+    rec.counts = np.floor(x + rng.random(x.shape)).astype(np.int32)
+    return rec.validate()
+
+
+def _inits(path) -> dict:
+    import onnx
+    from onnx import numpy_helper
+
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_calibrate_fits_only_the_readin_and_reports_every_reference(trained, capsys):
+    tmp, out, _ = trained
+    rec = drifted_day()
+    save_npz(rec, tmp / "later.npz")
+    before = _sha(out / "multisession.pt")
+    cal = tmp / "cal"
+    code = main(["calibrate", str(out), "--data", str(tmp / "later.npz"), "--minutes", "1.5", "--out", str(cal)])
+    assert code == 0, capsys.readouterr().err
+    m = json.loads((cal / "metrics.json").read_text())
+    for key in ("model", "uncalibrated", "unsupervised", "scratch", "wiener", "kalman"):
+        assert len(m[key]["r2"]) == 4, key
+    # calibration minutes, then validation, then the contiguous rest: never overlapping
+    s = m["split"]
+    assert s["train"] == [0, 1800] and s["train"][1] <= s["val"][0] < s["val"][1] <= s["test"][0]
+    assert s["test"][1] == rec.n_bins and m["model"] and m["fitted"] == ["readin", "output_affine"]
+    # the trunk in the calibrated graph is bit-for-bit the trained one; only the read-in moved
+    trained_w, cal_w = _inits(out / "sessions" / "day0" / "model.onnx"), _inits(cal / "model.onnx")
+    net = [k for k in trained_w if k.startswith("net/")]
+    assert net and all(np.array_equal(trained_w[k], cal_w[k]) for k in net)
+    uncal_w = _inits(cal / "compare" / "uncalibrated.onnx")
+    assert not np.array_equal(uncal_w["fe_readin_A"], cal_w["fe_readin_A"])
+    assert _sha(out / "multisession.pt") == before                      # the multi-session model is untouched
+    assert np.mean(m["model"]["r2"]) > np.mean(m["uncalibrated"]["r2"]) + 0.1, (m["model"]["r2"], m["uncalibrated"]["r2"])
+    # --fit head moves the head's last layer too, and nothing else of the trunk
+    code = main(["calibrate", str(out), "--data", str(tmp / "later.npz"), "--minutes", "1.5", "--out", str(tmp / "calh"),
+                 "--fit", "head", "--no-baselines"])
+    assert code == 0
+    head_w = _inits(tmp / "calh" / "model.onnx")
+    moved = sorted(k for k in net if not np.array_equal(trained_w[k], head_w[k]))
+    assert moved and len(moved) <= 2 and all("fc" in k or "onnx::" in k for k in moved), moved
+
+
+def test_unsupervised_alignment_recovers_a_gain_offset_drift(trained, capsys):
+    """No behaviour used: aligning each input channel's mean/std to the training days recovers
+    most of what a gain/offset drift took (this fails when the alignment is skipped)."""
+    tmp, out, _ = trained
+    rec = drifted_day(seed=12)
+    rec.behavior_names = list(rec.behavior_names)
+    save_npz(rec, tmp / "later_u.npz")
+    code = main(["calibrate", str(out), "--data", str(tmp / "later_u.npz"), "--minutes", "1.5", "--unsupervised",
+                 "--out", str(tmp / "calu"), "--no-baselines"])
+    assert code == 0, capsys.readouterr().err
+    m = json.loads((tmp / "calu" / "metrics.json").read_text())
+    assert m["mode"] == "unsupervised" and m["calibrate_seconds"] < 5
+    u, un = np.mean(m["model"]["r2"]), np.mean(m["uncalibrated"]["r2"])
+    assert u > un + 0.1, (m["model"]["r2"], m["uncalibrated"]["r2"])
+
+
+@pytest.mark.parametrize("change,needle", [("bin", "20 ms bins, the model"), ("names", "predicts pos_x")])
+def test_calibrate_bad_new_day_is_one_line(trained, capsys, change, needle):
+    tmp, out, _ = trained
+    if change == "bin":
+        rec = simulate_session(minutes=4.0, channels=40, bin_s=0.02, seed=2)
+    else:
+        rec = simulate_session(minutes=4.0, channels=40, bin_s=0.05, seed=2)
+        rec.behavior_names = ["x", "y", "vx", "vy"]
+    save_npz(rec, tmp / f"bad_{change}.npz")
+    code = main(["calibrate", str(out), "--data", str(tmp / f"bad_{change}.npz"), "--out", str(tmp / "x"), "--no-baselines"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"bad_{change}.npz" in err[0] and needle in err[0], err
