@@ -29,6 +29,12 @@ model: {widths: [8], head_hidden: 64, dropout: 0.1}
 training: {batch_size: 128, lr: 0.003, max_epochs: 12, patience: 12, seed: 0}
 multisession: {enabled: true}
 """
+SCRATCH = """
+name: scratch
+retention: {decays: [0.0, 0.5, 0.875, 0.96875], quantizer: levels, levels: 4}
+model: {widths: [8], head_hidden: 64, dropout: 0.1}
+training: {batch_size: 128, lr: 0.003, max_epochs: 8, patience: 8, seed: 0}
+"""
 SESSIONS = [(40, 0.0), (36, 0.3), (44, 0.6)]   # (channels, within-session drift)
 
 
@@ -137,7 +143,9 @@ def test_calibrate_fits_only_the_readin_and_reports_every_reference(trained, cap
     save_npz(rec, tmp / "later.npz")
     before = _sha(out / "multisession.pt")
     cal = tmp / "cal"
-    code = main(["calibrate", str(out), "--data", str(tmp / "later.npz"), "--minutes", "1.5", "--out", str(cal)])
+    (tmp / "scratch.yaml").write_text(SCRATCH)
+    code = main(["calibrate", str(out), "--data", str(tmp / "later.npz"), "--minutes", "1.5", "--out", str(cal),
+                 "--scratch-config", str(tmp / "scratch.yaml"), "--time-limit", "10"])
     assert code == 0, capsys.readouterr().err
     m = json.loads((cal / "metrics.json").read_text())
     for key in ("model", "uncalibrated", "unsupervised", "scratch", "wiener", "kalman"):
@@ -156,7 +164,7 @@ def test_calibrate_fits_only_the_readin_and_reports_every_reference(trained, cap
     assert np.mean(m["model"]["r2"]) > np.mean(m["uncalibrated"]["r2"]) + 0.1, (m["model"]["r2"], m["uncalibrated"]["r2"])
     # --fit head moves the head's last layer too, and nothing else of the trunk
     code = main(["calibrate", str(out), "--data", str(tmp / "later.npz"), "--minutes", "1.5", "--out", str(tmp / "calh"),
-                 "--fit", "head", "--no-baselines"])
+                 "--fit", "head", "--no-baselines", "--time-limit", "10"])
     assert code == 0
     head_w = _inits(tmp / "calh" / "model.onnx")
     moved = sorted(k for k in net if not np.array_equal(trained_w[k], head_w[k]))
@@ -176,6 +184,7 @@ def test_unsupervised_alignment_recovers_a_gain_offset_drift(trained, capsys):
     m = json.loads((tmp / "calu" / "metrics.json").read_text())
     assert m["mode"] == "unsupervised" and m["calibrate_seconds"] < 5
     u, un = np.mean(m["model"]["r2"]), np.mean(m["uncalibrated"]["r2"])
+    print(f"unsupervised {u:.3f} vs uncalibrated {un:.3f}")
     assert u > un + 0.1, (m["model"]["r2"], m["uncalibrated"]["r2"])
 
 

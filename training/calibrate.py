@@ -126,7 +126,8 @@ def _set_outputs(model, scale: np.ndarray, offset: np.ndarray, out_mean: np.ndar
 
 def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str | Path, *, unsupervised: bool = False,
               fit: str = "readin", val_fraction: float = 0.2, bin_ms: float | None = None, baselines: bool = True,
-              scratch_config: str | Path | None = None, time_limit: float = 30.0, seed: int = 0, log=print) -> dict:
+              scratch_config: str | Path | None = None, time_limit: float = 30.0, seed: int = 0,
+              scratch_time_limit: float | None = None, log=print) -> dict:
     """Calibrate the multi-session model in model_dir to the recording `data`; writes
     OUT/model.onnx and OUT/metrics.json and returns the metrics."""
     from rt_decoder.adaptation import align
@@ -210,7 +211,7 @@ def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str 
         metrics["model"] = _evaluate(path, rec, split)
         metrics |= results
         if baselines:
-            metrics |= compare_baselines(rec, split, cfg, out, scratch_config, seed, log)
+            metrics |= compare_baselines(rec, split, cfg, out, scratch_config, seed, log, scratch_time_limit)
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -250,7 +251,8 @@ def fit_new_day(model, session: Session, cfg: dict, fit: str, time_limit: float,
     return fitted
 
 
-def compare_baselines(rec: Recording, split: dict, cfg: dict, out: Path, scratch_config, seed: int, log) -> dict:
+def compare_baselines(rec: Recording, split: dict, cfg: dict, out: Path, scratch_config, seed: int, log,
+                      scratch_time_limit: float | None = None) -> dict:
     """scratch (our default config on the calibration minutes), Wiener, Kalman (and GRU when
     training/gru.py exists), each fit on the same minutes and scored on the same block."""
     from rt_decoder.evaluation import evaluate_baselines
@@ -271,6 +273,8 @@ def compare_baselines(rec: Recording, split: dict, cfg: dict, out: Path, scratch
     seconds["wiener+kalman"] = round(time.perf_counter() - t0, 2)
     scfg = load_config(scratch_config or ROOT / "configs" / "default.yaml")
     scfg["training"]["seed"] = seed
+    if scratch_time_limit is not None:
+        scfg["training"]["time_limit_s"] = scratch_time_limit
     t0 = time.perf_counter()
     prep = prepare(rec, scfg, split=split)
     fitted = fit_model(prep, scfg, folder / "scratch.pt", log=lambda s: None)

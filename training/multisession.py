@@ -358,20 +358,18 @@ def fit_multi(sessions: list[Session], cfg: dict, time_limit: float | None = Non
 
 @torch.no_grad()
 def input_reference(model: MultiModel, sessions: list[Session]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of each virtual channel's input u = q A_s + c_s over every session's training
-    block: the statistics unsupervised alignment maps a new day onto (rt_decoder.adaptation)."""
-    s1 = np.zeros(len(model.virtual))
-    s2 = np.zeros(len(model.virtual))
-    n = 0
+    """Mean and std of each virtual channel's input u = q A_s + c_s on a typical training day: the
+    average over sessions of each session's training-block mean and variance (pooling the bins
+    instead would count the differences between days as variance). Unsupervised alignment maps a
+    new day onto these (rt_decoder.adaptation)."""
+    means, variances = [], []
     for s in sessions:
         a, b = s.prep.split["train"]
         A, c = readin_arrays(model, s.name)
         u = s.prep.q[a:b].astype(np.float64) @ A + c
-        s1 += u.sum(0)
-        s2 += (u**2).sum(0)
-        n += u.shape[0]
-    mean = s1 / n
-    return mean, np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
+        means.append(u.mean(0))
+        variances.append(u.var(0))
+    return np.mean(means, axis=0), np.sqrt(np.mean(variances, axis=0))
 
 
 def readin_arrays(model: MultiModel, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@
   throughput  sustained bins/s on one core without misses (rt_decoder/runtime/bench.py)
   accuracy    train + evaluate on the real datasets vs Wiener and Kalman (training/bench.py; needs torch)
   generate    autoregressive sampling speed and fidelity (training/bench.py; needs torch to train)
+  sessions    across days: held-in/held-out R2 vs calibration minutes, normalized latency (training/sessions_bench.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ TARGETS = {
     "throughput": ("rt_decoder.runtime.bench", "throughput"),
     "accuracy": ("training.bench", "accuracy"),
     "generate": ("training.bench", "generate"),
+    "sessions": ("training.sessions_bench", "sessions"),
 }
 
 
