@@ -59,13 +59,16 @@ def batches(net: GRUNet, data: RefData, hp: dict, gen: torch.Generator):
         span = b - a
     starts = starts[torch.randperm(len(starts), generator=gen)]
     steps = torch.arange(span)
+    burn = min(hp["burn_in"], span - 1)
     for i in range(0, len(starts), hp["batch_size"]):
         idx = starts[i:i + hp["batch_size"], None] + steps[None]       # (B, span)
-        x = data.x[idx].transpose(0, 1)                                 # (span, B, D)
-        y = data.y[idx].transpose(0, 1)
-        pred, _ = net(x, lag=data.lag_bins)
-        burn = min(hp["burn_in"], span - 1)
-        yield masked_mse(pred[burn:], y[burn:])
+        yield window_loss(net, data.x[idx].transpose(0, 1), data.y[idx].transpose(0, 1), burn, data.lag_bins)
+
+
+def window_loss(net: GRUNet, x: torch.Tensor, y: torch.Tensor, burn: int, lag: int) -> torch.Tensor:
+    """x (T, B, D), y (T, B, K) from a zero state: the first `burn` bins only warm the state."""
+    pred, _ = net(x, lag=lag)
+    return masked_mse(pred[burn:], y[burn:])
 
 
 def val_loss(net: GRUNet, data: RefData, hp: dict) -> float:
