@@ -210,3 +210,26 @@ def test_gru_window_loss_ignores_the_burn_in():
         assert float(gru.window_loss(net, x, y2, 8, 0)) == base
         y2[8] = 1e3
         assert float(gru.window_loss(net, x, y2, 8, 0)) > base + 1
+
+
+def test_bench_accuracy_table_chart_and_json(tmp_path, capsys, monkeypatch):
+    """`bench accuracy` on a simulated recording: one row per model with R2, train s, p50/p99; a PNG; JSON."""
+    from rt_decoder.simulate import simulate_session
+    from training import bench
+
+    save_npz(simulate_session(minutes=1.0, channels=12, bin_s=0.05, seed=4), tmp_path / "sim.npz")
+    monkeypatch.setitem(bench.DATASETS, "sim", ("sim.npz", None))
+    code = main(["bench", "accuracy", "--datasets", "sim", "--data-dir", str(tmp_path), "--out", str(tmp_path / "b"),
+                 "--baselines", "mlp,wiener", "--time-limit", "2", "--latency-steps", "50",
+                 "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    table = [ln.split() for ln in out.splitlines() if ln.startswith("sim ")]
+    assert [row[3] for row in table] == ["ours", "mlp", "wiener"]
+    for row in table:
+        r2_, p50, p99 = float(row[4]), float(row[-2]), float(row[-1])
+        assert -1 < r2_ <= 1 and 0 < p50 <= p99
+    res = json.loads((tmp_path / "r.json").read_text())[0]
+    assert set(res["latency"]) == {"ours", "mlp", "wiener"} and set(res["baselines"]) == {"mlp", "wiener"}
+    png = tmp_path / "b" / "accuracy.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
