@@ -148,7 +148,7 @@ def test_calibrate_fits_only_the_readin_and_reports_every_reference(trained, cap
                  "--scratch-config", str(tmp / "scratch.yaml"), "--time-limit", "10"])
     assert code == 0, capsys.readouterr().err
     m = json.loads((cal / "metrics.json").read_text())
-    for key in ("model", "uncalibrated", "unsupervised", "scratch", "wiener", "kalman"):
+    for key in ("model", "uncalibrated", "unsupervised", "scratch", "wiener", "kalman", "gru"):
         assert len(m[key]["r2"]) == 4, key
     # calibration minutes, then validation, then the contiguous rest: never overlapping
     s = m["split"]

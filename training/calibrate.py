@@ -10,13 +10,12 @@ statistics to the training days' (rt_decoder.adaptation.align) and folds that in
 On the same evaluation block metrics.json reports `model` next to `uncalibrated` (the read-in
 averaged over the training days, matched by channel name), `unsupervised` (the label-free
 alignment), `scratch` (configs/default.yaml trained on the same M minutes), `wiener` and
-`kalman` (fit on the same M minutes), and `gru` when training/gru.py exists.
+`kalman` and `gru` (training/gru.py), fit on the same M minutes.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -253,8 +252,8 @@ def fit_new_day(model, session: Session, cfg: dict, fit: str, time_limit: float,
 
 def compare_baselines(rec: Recording, split: dict, cfg: dict, out: Path, scratch_config, seed: int, log,
                       scratch_time_limit: float | None = None) -> dict:
-    """scratch (our default config on the calibration minutes), Wiener, Kalman (and GRU when
-    training/gru.py exists), each fit on the same minutes and scored on the same block."""
+    """scratch (our default config on the calibration minutes), Wiener, Kalman and the GRU
+    reference, each fit on the same minutes and scored on the same block."""
     from rt_decoder.evaluation import evaluate_baselines
 
     from .config import load_config
@@ -281,23 +280,15 @@ def compare_baselines(rec: Recording, split: dict, cfg: dict, out: Path, scratch
     export_step_graph(fitted.model, prep, scfg, folder / "scratch.onnx")
     seconds["scratch"] = round(time.perf_counter() - t0, 2)
     res["scratch"] = _evaluate(folder / "scratch.onnx", rec, split)
-    gru = _gru_reference(rec, split, lag, folder, seed)
-    if gru is not None:
-        res["gru"], seconds["gru"] = gru
+    res["gru"], seconds["gru"] = _gru_reference(rec, split, lag, folder, seed, scratch_time_limit)
     log(f"references fitted on the same minutes in {sum(seconds.values()):.1f} s")
     return res | {"reference_seconds": seconds}
 
 
-def _gru_reference(rec, split, lag, folder: Path, seed: int):
-    """The GRU reference of training/gru.py (another branch) when present: (metrics, seconds)."""
-    try:
-        from . import gru  # noqa: F401
-    except ImportError:
-        return None
-    fitter = getattr(gru, "fit_gru_step_graph", None)
-    if fitter is None:
-        print("calibrate: training/gru.py has no fit_gru_step_graph; GRU reference skipped", file=sys.stderr)
-        return None
+def _gru_reference(rec, split, lag, folder: Path, seed: int, time_limit: float | None = None):
+    """The GRU reference (training/gru.py) fit on the same minutes: (metrics, seconds)."""
+    from .reference import train_reference
+
     t0 = time.perf_counter()
-    path = fitter(rec, split, lag, folder / "gru.onnx", seed=seed)
-    return _evaluate(path, rec, split), round(time.perf_counter() - t0, 2)
+    r = train_reference("gru", rec, split, lag, folder / "gru.onnx", seed=seed, time_limit=time_limit, progress=False)
+    return _evaluate(r.path, rec, split), round(time.perf_counter() - t0, 2)

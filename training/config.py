@@ -52,7 +52,14 @@ DEFAULTS: dict[str, Any] = {
         "init_from": None,          # a generative checkpoint whose UNet initialises the decoder
         "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
     },
-    "baselines": {"enabled": True, "lag_bins": None},  # None: the model's lag_bins
+    "baselines": {
+        "enabled": True,
+        "lag_bins": None,           # None: the model's lag_bins
+        "which": ["gru", "tcfnn", "mlp", "wiener", "kalman"],   # trained beside our model, same split
+        "gru": None,                # overrides of training/gru.py HPARAMS, e.g. {hidden: 128}
+        "tcfnn": None,              # overrides of training/tcfnn.py HPARAMS
+        "mlp": None,                # overrides of training/mlp.py HPARAMS
+    },
     "multisession": {               # several --data files (training/multisession.py, DESIGN §10)
         "enabled": False,           # true: multi-session training even for a single file
         "readin": "linear",         # linear: a D_s x P map + offset per session | gain: per-channel gain + offset
@@ -60,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
         "output_affine": True,      # a per-session gain and offset on the normalized outputs
     },
 }
+
+REFERENCES = ("gru", "tcfnn", "mlp", "wiener", "kalman")
 
 CHOICES = {
     "kind": ("decoder", "generative"),
@@ -148,6 +157,12 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, t + "threads", lo=1, integer=True)
     _num(cfg, src, t + "input_noise", lo=0)
     _num(cfg, src, "baselines.lag_bins", lo=0, hi=1, integer=True, optional=True)
+    which = cfg["baselines"]["which"]
+    if not isinstance(which, list) or not all(w in REFERENCES for w in which):
+        raise ConfigError(where(src, f"baselines.which must be a list of {', '.join(REFERENCES)}, got {which!r}"))
+    for name in ("gru", "tcfnn", "mlp"):
+        if cfg["baselines"][name] is not None and not isinstance(cfg["baselines"][name], dict):
+            raise ConfigError(where(src, f"baselines.{name} must be a mapping of settings or null, got {cfg['baselines'][name]!r}"))
     for path in ("name",):
         if not isinstance(_get(cfg, path), str) or not _get(cfg, path):
             raise ConfigError(where(src, f"{path} must be a non-empty string, got {_get(cfg, path)!r}"))
@@ -176,6 +191,15 @@ def validate(cfg: dict, src: str) -> dict:
     if cfg["retention"]["quantizer"] == "learned" and cfg["training"]["mode"] != "online":
         raise ConfigError(where(src, "retention.quantizer learned needs training.mode online (its zeta must be differentiable)"))
     return cfg
+
+
+def parse_references(text: str, src: str = "--baselines") -> list[str]:
+    """'gru,wiener' -> ["gru", "wiener"], in the order given; unknown names are one error line."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in REFERENCES]
+    if bad or not names:
+        raise ConfigError(f"{src}: unknown reference(s) {', '.join(bad) or repr(text)}; choose from {', '.join(REFERENCES)}")
+    return list(dict.fromkeys(names))
 
 
 def load_config(path: str | Path) -> dict:

@@ -1,5 +1,6 @@
-"""`rt-decoder train` end to end: load -> prepare -> fit -> export -> baselines -> evaluate ->
-DIR/model.onnx, DIR/metrics.json, DIR/wiener.onnx, DIR/kalman.onnx, DIR/checkpoint.pt.
+"""`rt-decoder train` end to end: load -> prepare -> fit -> export -> references -> evaluate ->
+DIR/model.onnx, DIR/metrics.json, DIR/<reference>.onnx (gru, tcfnn, mlp, wiener, kalman),
+DIR/checkpoint.pt.
 
 Every figure in metrics.json comes from running an exported step graph bin by bin (StepModel),
 so it is what a streaming user will see.
@@ -39,12 +40,48 @@ def set_card_metrics(path: Path, metrics: dict) -> None:
     onnx.save(m, str(path))
 
 
+def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg: dict, out: Path,
+                   time_limit: float | None = None, log=print) -> dict:
+    """Fit each reference on the train block (the neural ones early-stopped on val), write
+    OUT/<name>.onnx and score its step graph on the test block: {name: metrics}."""
+    from rt_decoder.evaluation import evaluate_decoder
+    from rt_decoder.step_graph import save
+
+    res = {}
+    for name in names:
+        t0 = time.perf_counter()
+        path = out / f"{name}.onnx"
+        info: dict = {}
+        if name in ("wiener", "kalman"):
+            from rt_decoder.baselines import fit_baselines
+
+            save(fit_baselines(rec, split, lag_bins=lag, names=(name,))[name], path)
+        else:
+            from .reference import train_reference
+
+            try:
+                r = train_reference(name, rec, split, lag, path, overrides=cfg["baselines"][name],
+                                    seed=cfg["training"]["seed"], time_limit=time_limit,
+                                    threads=cfg["training"]["threads"])
+            except ConfigError as e:
+                raise ConfigError(where(cfg.get("_source", "<config>"), str(e))) from None
+            info = {"epochs": r.epochs, "stopped": r.stopped}
+        seconds = time.perf_counter() - t0
+        ev = evaluate_decoder(path, rec, "test", split_bounds=split, progress=True)["model"]
+        res[name] = ev | {"lag_bins": lag, "train_seconds": round(seconds, 1)} | info
+        log(f"{name}: mean test R2 {sum(ev['r2']) / len(ev['r2']):.4f}, fitted in {seconds:.1f} s")
+    return res
+
+
 def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float | None = None,
-                 resume: bool = False, baselines: bool | None = None, log=print) -> dict:
+                 resume: bool = False, baselines: bool | list[str] | None = None, log=print) -> dict:
     """Train, export and evaluate; returns the metrics written to DIR/metrics.json.
 
     data: one recording, or several (a list): then, or with multisession.enabled, a multi-session
-    model is trained (training/multisession.py)."""
+    model is trained (training/multisession.py).
+    baselines: None -> the config's (baselines.enabled, baselines.which); False -> none;
+    a list of names -> those (gru, tcfnn, mlp, wiener, kalman)."""
+    t_start = time.perf_counter()
     src = cfg.get("_source", "<config>")
     path = data or cfg["data"]
     if not path:
@@ -83,15 +120,17 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         "config": cfg["name"], "data": str(path), "epochs": res.epochs, "stopped": res.stopped,
         "nan_rows_excluded": prep.nan_rows,
     }
-    do_base = cfg["baselines"]["enabled"] if baselines is None else baselines
-    if do_base and cfg["kind"] == "decoder":
-        from rt_decoder.evaluation import evaluate_baselines
-
+    if baselines is None:
+        names = list(cfg["baselines"]["which"]) if cfg["baselines"]["enabled"] else []
+    else:
+        names = list(baselines) if baselines else []
+    if names and cfg["kind"] == "decoder":
         lag = cfg["baselines"]["lag_bins"]
         lag = cfg["lag_bins"] if lag is None else lag
         t0 = time.perf_counter()
-        for name, r in evaluate_baselines(rec, prep.split, lag, out, progress=True).items():
-            metrics["baselines"][name] = r["model"] | {"lag_bins": lag}
-        log(f"baselines fitted and evaluated in {time.perf_counter() - t0:.1f} s")
+        metrics["baselines"] = run_references(rec, prep.split, lag, names, cfg, out, time_limit, log)
+        metrics["baselines_seconds"] = round(time.perf_counter() - t0, 1)
+        log(f"references {', '.join(names)} fitted and evaluated in {metrics['baselines_seconds']:.1f} s")
+    metrics["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

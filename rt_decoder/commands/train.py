@@ -1,10 +1,12 @@
 """Train a retention + UNet decoder (or generative model) from a YAML config, export it to ONNX and
-evaluate it against Wiener and Kalman baselines on the held-out test block.
+evaluate it against reference decoders trained on the same split: a GRU, the tcFNN of Willsey
+et al. 2022, an MLP on 10 lagged bins (all early-stopped on the validation block), and the
+Wiener and Kalman filters.
 
 Writes DIR/model.onnx (the step graph with its model card), DIR/metrics.json (R2/RMSE/corr per
-output for the model and the baselines, from running each step graph bin by bin over the test
-block; split and lag stated), DIR/wiener.onnx, DIR/kalman.onnx and DIR/checkpoint.pt
-(resumable with --resume). Generative configs write held-out log-likelihood and bits/spike.
+output for the model and every reference, from running each step graph bin by bin over the test
+block; split and lag stated), DIR/<reference>.onnx and DIR/checkpoint.pt (resumable with
+--resume). Generative configs write held-out log-likelihood and bits/spike.
 
 Needs the `train` extra (torch): pip install 'rt-decoder[train]'.
 """
@@ -27,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/model", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--time-limit", type=float, metavar="S", help="stop training after S seconds (best weights so far are kept)")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    parser.add_argument("--no-baselines", action="store_true", help="skip fitting the Wiener and Kalman baselines")
+    parser.add_argument("--no-baselines", action="store_true", help="skip every reference decoder (gru, tcfnn, mlp, wiener, kalman)")
+    parser.add_argument("--baselines", metavar="LIST",
+                        help="comma-separated references to train beside the model, e.g. gru,wiener "
+                             "(default: the config's baselines.which, all five)")
     parser.add_argument("--seed", type=int, help="override training.seed")
 
 
@@ -44,11 +49,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = config.load_config(args.config)
     if args.seed is not None:
         cfg["training"]["seed"] = args.seed
+    refs = None
+    if args.baselines is not None:
+        if args.no_baselines:
+            raise ConfigError("--baselines and --no-baselines contradict each other; give one")
+        refs = config.parse_references(args.baselines)
+    if args.no_baselines:
+        refs = False
     if args.time_limit is not None and args.time_limit <= 0:
         raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
     data = expand_data(args.data) if args.data else None
-    m = pipeline.run_training(cfg, data if data is None or len(data) > 1 else data[0], args.out, time_limit=args.time_limit, resume=args.resume,
-                              baselines=False if args.no_baselines else None,
+    m = pipeline.run_training(cfg, data if data is None or len(data) > 1 else data[0], args.out, time_limit=args.time_limit,
+                              resume=args.resume, baselines=refs,
                               log=lambda s: print(s, file=sys.stderr))
     if m.get("multisession"):
         print(multi_summary(m))
@@ -98,5 +110,6 @@ def summary(m: dict) -> str:
         rows.append(f"{name:>10} {m['model']['r2'][i]:9.4f} " + " ".join(f"{v['r2'][i]:10.4f}" for v in m["baselines"].values()))
     mean = sum(m["model"]["r2"]) / len(m["model"]["r2"])
     rows.append(f"{'mean':>10} {mean:9.4f} " + " ".join(f"{sum(v['r2']) / len(v['r2']):10.4f}" for v in m["baselines"].values()))
-    rows.append(f"train {m['train_seconds']:.0f} s; details: {json.dumps(m['split'])}")
+    secs = " ".join(f"{k} {v['train_seconds']:.0f} s;" for k, v in m["baselines"].items() if "train_seconds" in v)
+    rows.append(f"train {m['train_seconds']:.0f} s; {secs} split: {json.dumps(m['split'])}")
     return "\n".join(rows)
