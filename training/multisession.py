@@ -270,47 +270,75 @@ class MultiFit:
     history: list[dict]
 
 
+class TrainStep(nn.Module):
+    """One training step's forward: the prediction and the read-in penalty (every read-in takes
+    part, so under DDP no parameter gets a gradient from outside the forward)."""
+
+    def __init__(self, model: MultiModel, names: list[str]):
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, name: str, z: torch.Tensor, ones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pen = sum(self.model.readins[n].penalty() for n in self.names) / len(self.names)
+        return self.model(name, z, ones), pen
+
+
 def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: dict, l2: float,
              max_epochs: int, patience: int, time_limit: float | None, desc: str,
-             gen: torch.Generator, progress: bool = True) -> MultiFit:
+             gen: torch.Generator, progress: bool = True, ckpt: Path | None = None, resume: bool = False) -> MultiFit:
     """The loop shared by multi-session training and calibration: batches drawn from every
     session in random order, warm-up + cosine schedule, early stopping on the mean session
-    validation loss, best weights restored."""
+    validation loss, best weights restored. Under torchrun each global batch is sharded across
+    ranks (training/distributed.py); rank 0 writes `ckpt` after every epoch, `resume` reads it."""
+    from .distributed import current, wrap
+
+    d = current()
+    step = wrap(TrainStep(model, [x.name for x in data]))
     opt = torch.optim.AdamW(params, lr=t["lr"])
     bs = t["batch_size"]
-    steps_per_epoch = sum(math.ceil(len(d.train_rows) / bs) for d in data)
+    steps_per_epoch = sum(math.ceil(len(x.train_rows) / bs) for x in data)
     total = max(1, max_epochs * steps_per_epoch)
     warm = max(1, t["warmup_epochs"] * steps_per_epoch)
-    t0 = time.perf_counter()
+    clock = {"t0": time.perf_counter()}
 
     def lr_factor(s: int) -> float:
         frac = s / total
-        if time_limit is not None:
-            frac = max(frac, (time.perf_counter() - t0) / time_limit)
+        if time_limit is not None and not d.active:   # ranks would disagree on a wall-clock schedule
+            frac = max(frac, (time.perf_counter() - clock["t0"]) / time_limit)
         return min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    best_val, bad, history, stopped, epoch = val_loss(model, data), 0, [], "max epochs", 0
+    best_val, bad, history, stopped, epoch, elapsed = val_loss(model, data), 0, [], "max epochs", 0, 0.0
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
-    readins = [model.readins[d.name] for d in data]
+    if resume and ckpt is not None and ckpt.exists():
+        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["state"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        gen.set_state(ck["gen"])
+        torch.set_rng_state(ck["torch_rng"])
+        epoch, best_val, bad, elapsed = ck["epoch"], ck["best_val"], ck["bad_epochs"], ck["elapsed"]
+        best_state, history = ck["best_state"], json.loads(ck["history_json"])
+        print(f"resumed from {ckpt} at epoch {epoch} (best val {best_val:.4f})", file=sys.stderr)
+    t0 = clock["t0"] = time.perf_counter() - elapsed
     noise = t["input_noise"]
-    bar = tqdm(total=max_epochs, desc=desc, unit="epoch", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=max_epochs, initial=epoch, desc=desc, unit="epoch", file=sys.stderr, disable=not progress or not d.main)
     while epoch < max_epochs and stopped == "max epochs":
         model.train()
         jobs = []
-        for j, d in enumerate(data):
-            order = d.train_rows[torch.randperm(len(d.train_rows), generator=gen)]
+        for j, x in enumerate(data):
+            order = x.train_rows[torch.randperm(len(x.train_rows), generator=gen)]
             jobs += [(j, order[i:i + bs]) for i in range(0, len(order), bs)]
         run, n = 0.0, 0
         for k in torch.randperm(len(jobs), generator=gen).tolist():
             j, rows = jobs[k]
-            d = data[j]
-            z, o, y, m = d.batch(rows)
+            x = data[j]
+            z, o, y, m = x.batch(d.shard(rows))
             if noise:
                 z = z + noise * torch.randn_like(z)
-            loss = model.trunk.net.loss(model(d.name, z, o), y, m)
-            if l2:
-                loss = loss + l2 * sum(r.penalty() for r in readins) / len(readins)
+            out, pen = step(x.name, z, o)
+            loss = model.trunk.net.loss(out, y, m) + l2 * pen
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
@@ -318,7 +346,7 @@ def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: 
             sched.step()
             run += float(loss.detach())
             n += 1
-            if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            if time_limit is not None and d.any(time.perf_counter() - t0 > time_limit):
                 stopped = "time limit"
                 break
         val = val_loss(model, data)
@@ -333,13 +361,19 @@ def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: 
                 stopped = "early stopping"
         bar.update(1)
         bar.set_postfix(train=f"{run / max(n, 1):.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}")
+        if ckpt is not None and d.main:
+            save_checkpoint(ckpt, {"state": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                   "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                                   "best_val": best_val, "bad_epochs": bad, "elapsed": time.perf_counter() - t0,
+                                   "best_state": best_state, "history_json": json.dumps(history)})
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
     return MultiFit(model, best_val, epoch, time.perf_counter() - t0, stopped, history)
 
 
-def fit_multi(sessions: list[Session], cfg: dict, time_limit: float | None = None) -> MultiFit:
+def fit_multi(sessions: list[Session], cfg: dict, time_limit: float | None = None, ckpt: Path | None = None,
+              resume: bool = False) -> MultiFit:
     t = cfg["training"]
     torch.set_num_threads(t["threads"])
     torch.manual_seed(t["seed"])
@@ -353,7 +387,7 @@ def fit_multi(sessions: list[Session], cfg: dict, time_limit: float | None = Non
     data = [SessionData(s) for s in sessions]
     limit = time_limit if time_limit is not None else t["time_limit_s"]
     return optimise(model, data, params, t, cfg["multisession"]["readin_l2"], t["max_epochs"], t["patience"],
-                    limit, f"train {cfg['name']} ({len(sessions)} sessions)", gen)
+                    limit, f"train {cfg['name']} ({len(sessions)} sessions)", gen, ckpt=ckpt, resume=resume)
 
 
 @torch.no_grad()
@@ -445,7 +479,7 @@ def load_multi(folder: str | Path) -> tuple[MultiModel, dict]:
 
 
 def run_multisession(cfg: dict, paths: list[str], out: str | Path, time_limit: float | None = None,
-                     baselines: bool | None = None, log=print) -> dict:
+                     baselines: bool | list | None = None, resume: bool = False, log=print) -> dict:
     """Train the shared trunk on every session, export each session's step graph and score it on
     that session's test block: DIR/sessions/<name>/model.onnx + metrics.json, DIR/metrics.json."""
     from rt_decoder.evaluation import evaluate_baselines, evaluate_decoder
@@ -454,9 +488,14 @@ def run_multisession(cfg: dict, paths: list[str], out: str | Path, time_limit: f
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sessions = load_sessions(paths, cfg, log)
-    res = fit_multi(sessions, cfg, time_limit)
+    from .distributed import current
+
+    d = current()
+    sessions = load_sessions(paths, cfg, log if d.main else (lambda s: None))
+    res = fit_multi(sessions, cfg, time_limit, ckpt=out / "training_state.pt", resume=resume)
     model = res.model
+    if not d.main:   # rank 0 alone writes the checkpoint, the exports and the metrics
+        return {"multisession": True, "rank": d.rank}
     n_trunk = sum(p.numel() for p in model.trunk.parameters())
     n_per = {s.name: sum(p.numel() for p in model.readins[s.name].parameters()) + 2 * s.prep.n_outputs for s in sessions}
     log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.stopped}); best mean validation loss {res.best_val:.4f}; "
@@ -471,7 +510,7 @@ def run_multisession(cfg: dict, paths: list[str], out: str | Path, time_limit: f
                      "bin_s": float(sessions[0].rec.bin_s), "lag_bins": int(cfg["lag_bins"]), "config": cfg["name"],
                      "virtual_channels": len(model.virtual), "trunk_parameters": n_trunk,
                      "session_parameters": n_per, "train_seconds": round(res.seconds, 1), "epochs": res.epochs,
-                     "stopped": res.stopped, "sessions": {}}
+                     "stopped": res.stopped, "world_size": d.world, "sessions": {}}
     for s in sessions:
         folder = out / "sessions" / s.name
         path = folder / "model.onnx"

@@ -88,11 +88,9 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         raise ConfigError(where(src, "no data: set 'data' in the config or pass --data FILE"))
     paths = [path] if isinstance(path, (str, Path)) else [str(p) for p in path]
     if len(paths) > 1 or cfg["multisession"]["enabled"]:
-        if resume:
-            raise ConfigError(where(src, "--resume is not supported for multi-session training yet"))
         from .multisession import run_multisession
 
-        return run_multisession(cfg, paths, out, time_limit=time_limit, baselines=baselines, log=log)
+        return run_multisession(cfg, paths, out, time_limit=time_limit, baselines=baselines, resume=resume, log=log)
     path = paths[0]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -310,3 +310,21 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
 def _model_keys(cfg: dict) -> dict:
     """The parts of a config a checkpoint's weights depend on (resume must match them)."""
     return {"kind": cfg["kind"], "lag_bins": cfg["lag_bins"], "retention": cfg["retention"], "model": cfg["model"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.train` takes `rt-decoder train`'s flags; under torchrun every rank runs
+    it and joins the process group first (training/distributed.py)."""
+    from rt_decoder.cli import main as cli_main
+
+    from .distributed import init, shutdown
+
+    init()
+    try:
+        return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

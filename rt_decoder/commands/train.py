@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     m = pipeline.run_training(cfg, data if data is None or len(data) > 1 else data[0], args.out, time_limit=args.time_limit,
                               resume=args.resume, baselines=refs,
                               log=lambda s: print(s, file=sys.stderr))
+    if m.get("multisession") and "sessions" not in m:
+        return 0   # a DDP rank other than 0: rank 0 reports
     if m.get("multisession"):
         print(multi_summary(m))
         print(f"wrote {args.out}/sessions/<name>/model.onnx, {args.out}/metrics.json, {args.out}/multisession.pt")
