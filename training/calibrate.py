@@ -126,7 +126,8 @@ def _set_outputs(model, scale: np.ndarray, offset: np.ndarray, out_mean: np.ndar
 def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str | Path, *, unsupervised: bool = False,
               fit: str = "readin", val_fraction: float = 0.2, bin_ms: float | None = None, baselines: bool = True,
               scratch_config: str | Path | None = None, time_limit: float = 30.0, seed: int = 0,
-              scratch_time_limit: float | None = None, log=print) -> dict:
+              scratch_time_limit: float | None = None, readin: str | None = None, l2: float | None = None,
+              fit_outputs: bool = True, log=print) -> dict:
     """Calibrate the multi-session model in model_dir to the recording `data`; writes
     OUT/model.onnx and OUT/metrics.json and returns the metrics."""
     from rt_decoder.adaptation import align
@@ -156,7 +157,7 @@ def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str 
     session = Session(NEW, str(data), prep, ones_feats(rec.n_bins, prep.decays, cfg["lag_bins"]))
     ms = cfg["multisession"]
     A0, c0 = start_readin(ck, model, rec.channel_names)
-    model.readins[NEW] = ReadIn(A0, ms["readin"])
+    model.readins[NEW] = ReadIn(A0, readin or ms["readin"])
     with torch.no_grad():
         model.readins[NEW].c.copy_(torch.as_tensor(c0, dtype=torch.float32))
     model.outs[NEW] = OutAffine(len(ck["outputs"]), True)
@@ -198,7 +199,8 @@ def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str 
         model.readins[NEW].set(A0, c0)
         _set_outputs(model, scale0, offset0, prep.out_mean, prep.out_std)
         t0 = time.perf_counter()
-        fitted = fit_new_day(model, session, cfg, fit, time_limit, seed, log)
+        fitted = fit_new_day(model, session, cfg, fit, time_limit, seed, log,
+                             ms["readin_l2"] if l2 is None else l2, fit_outputs)
         cal_s = time.perf_counter() - t0
         how = {"fitted": fitted, "unsupervised": False}
         path = export(out / "model.onnx", how, (prep.out_mean, prep.out_std))
@@ -216,20 +218,20 @@ def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str 
     return metrics
 
 
-def fit_new_day(model, session: Session, cfg: dict, fit: str, time_limit: float, seed: int, log) -> list[str]:
+def fit_new_day(model, session: Session, cfg: dict, fit: str, time_limit: float, seed: int, log,
+                l2: float, fit_outputs: bool = True) -> list[str]:
     """Fit the read-in and output affine (trunk frozen); with fit head/auto also the last FC layer."""
     for p in model.parameters():
         p.requires_grad_(False)
-    per = list(model.readins[NEW].parameters()) + list(model.outs[NEW].parameters())
+    per = list(model.readins[NEW].parameters()) + (list(model.outs[NEW].parameters()) if fit_outputs else [])
     for p in per:
         p.requires_grad_(True)
     data = [SessionData(session)]
     t = cfg["training"] | CAL_TRAINING
     gen = torch.Generator().manual_seed(seed)
-    l2 = cfg["multisession"]["readin_l2"]
     res = optimise(model, data, [{"params": per, "weight_decay": 0.0}], t, l2, CAL_EPOCHS, CAL_PATIENCE,
                    time_limit, "calibrate read-in", gen)
-    fitted = ["readin", "output_affine"]
+    fitted = ["readin"] + (["output_affine"] if fit_outputs else [])
     log(f"read-in fitted in {res.seconds:.1f} s ({res.epochs} epochs, {res.stopped}); validation loss {res.best_val:.4f}")
     if fit in ("head", "auto"):
         before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -173,8 +173,9 @@ def sessions_table(r: dict) -> str:
 
 
 def sessions_figure(r: dict, path: Path) -> None:
-    """Left: R2 vs days since the last training day (one line per method, at the middle M).
-    Right: R2 vs calibration minutes (mean over held-out days)."""
+    """Left: R2 vs days since the last training day: held-in days (own read-in) at <= 0, one line
+    per method over the held-out days at the middle M. Right: R2 vs calibration minutes (mean over
+    held-out days). R2 below -0.5 is drawn at -0.5 (a block where the behaviour barely moves)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,20 +186,25 @@ def sessions_figure(r: dict, path: Path) -> None:
         return
     Ms = [f"{m:g}" for m in r["minutes"]]
     mid = Ms[len(Ms) // 2]
-    days = [e["days_since_training"] if e["days_since_training"] is not None else i + 1 for i, e in enumerate(held.values())]
-    order = sorted(range(len(days)), key=lambda i: days[i])
-    entries = list(held.values())
+    entries = sorted(held.values(), key=lambda e: e["days_since_training"] if e["days_since_training"] is not None else 0)
+    days = [e["days_since_training"] if e["days_since_training"] is not None else i + 1 for i, e in enumerate(entries)]
+    floor = -0.5
+    clip = lambda v: max(floor, v)  # noqa: E731
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     methods = [m for m in METHODS if all(m in e["by_minutes"][mid] for e in entries)]
-    held_in = [_mean(h["model"]) for h in r["held_in"].values()]
+    last = max((d for d in (session_date(p) for p in r["train"]) if d), default=None)
+    xs = [(d - last).days if d and last else i - len(r["train"]) + 1 for i, d in enumerate(session_date(p) for p in r["train"])]
+    a.plot(xs, [clip(_mean(h["model"])) for h in r["held_in"].values()], "D", color="gray", label="held-in (own read-in)")
     for m in methods:
-        a.plot([0] + [days[i] for i in order], [sum(held_in) / len(held_in)] + [_mean(entries[i]["by_minutes"][mid][m]) for i in order],
-               marker="o", label=m if m != "model" else f"calibrated ({mid} min)")
+        a.plot(days, [clip(_mean(e["by_minutes"][mid][m])) for e in entries], marker="o",
+               label=m if m != "model" else f"calibrated ({mid} min)")
         b.plot([float(x) for x in Ms], [sum(_mean(e["by_minutes"][M][m]) for e in entries) / len(entries) for M in Ms],
-               marker="o", label=m)
-    a.plot([days[i] for i in order], [_mean(entries[i]["full"]) for i in order], "k--", marker="s", label="full day (default)")
+               marker="o", label=m if m != "model" else "calibrated")
+    a.plot(days, [clip(_mean(e["full"])) for e in entries], "k--", marker="s", label="full day (default)")
     b.axhline(sum(_mean(e["full"]) for e in entries) / len(entries), color="k", ls="--", label="full day (default)")
-    a.set_xlabel("days since the last training day (0: held-in mean)")
+    a.set_ylim(floor - 0.05, 1.0)
+    b.set_ylim(max(floor - 0.05, b.get_ylim()[0]), 1.0)
+    a.set_xlabel("days since the last training day")
     a.set_ylabel("mean R2 (last 20% of the day)")
     a.set_title("across days")
     b.set_xlabel("calibration minutes")
