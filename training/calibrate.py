@@ -127,9 +127,10 @@ def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str 
               fit: str = "readin", val_fraction: float = 0.2, bin_ms: float | None = None, baselines: bool = True,
               scratch_config: str | Path | None = None, time_limit: float = 30.0, seed: int = 0,
               scratch_time_limit: float | None = None, readin: str | None = None, l2: float | None = None,
-              fit_outputs: bool = True, log=print) -> dict:
+              fit_outputs: bool = True, test_block: tuple[int, int] | None = None, log=print) -> dict:
     """Calibrate the multi-session model in model_dir to the recording `data`; writes
-    OUT/model.onnx and OUT/metrics.json and returns the metrics."""
+    OUT/model.onnx and OUT/metrics.json and returns the metrics. test_block: score on these bins
+    instead of the whole rest (the bench's common block); it must start after the validation slice."""
     from rt_decoder.adaptation import align
     from rt_decoder.loaders import load_recording
 
@@ -143,6 +144,11 @@ def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str 
     cfg = ck["config"]
     rec = check_new_day(load_recording(data, bin_ms), ck, str(model_dir), need_behavior=not unsupervised)
     split = calibration_split(rec.n_bins, rec.bin_s, minutes, val_fraction, rec.source)
+    if test_block is not None:
+        if test_block[0] < split["val"][1] or test_block[1] > rec.n_bins:
+            raise DataError(where(rec.source, f"evaluation block {list(test_block)} overlaps the calibration and "
+                                              f"validation bins [0, {split['val'][1]}) or runs past the end"))
+        split["test"] = (int(test_block[0]), int(test_block[1]))
     scored = rec.behavior is not None
     torch.set_num_threads(cfg["training"]["threads"])
     torch.manual_seed(seed)

@@ -42,6 +42,8 @@ def add_sessions_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cal-time-limit", type=float, default=30.0, help="time limit for the read-in fit")
     p.add_argument("--figure", help="R2 vs days figure (PNG; default OUT/sessions.png)")
     p.add_argument("--json", help="also write all results to this JSON file")
+    p.add_argument("--adapt-tau", type=float, default=120.0,
+                   help="time constant (s) of the online aligner (`run --adapt`) run from the day's start")
     p.add_argument("--force", action="store_true", help="retrain everything instead of reusing OUT")
 
 
@@ -64,6 +66,18 @@ def _score(path: Path, rec, bounds: dict) -> dict:
     from rt_decoder.evaluation import evaluate_decoder
 
     return evaluate_decoder(path, rec, "test", split_bounds=bounds)["model"]
+
+
+def online_adapt_r2(path: Path, rec, block, tau_s: float, out: Path) -> list[float]:
+    """`run --adapt` offline: the uncalibrated model with the online aligner, run causally from the
+    day's first bin (no labels, no calibration), scored on the block."""
+    from rt_decoder.adaptation import write_adapted
+    from rt_decoder.evaluation import evaluate_decoder
+    from rt_decoder.metrics import r2
+
+    ev = evaluate_decoder(write_adapted(path, tau_s, out), rec, "all", return_predictions=True)
+    a, b = block
+    return [float(v) for v in r2(ev["truth"][a:b], ev["predictions"][a:b])]
 
 
 def normalized_latency(path: Path, counts, bin_s: float) -> float:
@@ -117,17 +131,21 @@ def run_sessions(args: argparse.Namespace) -> int:
         for M in args.minutes:
             cal_dir = out / name / f"m{M:g}"
             if args.force or not (cal_dir / "metrics.json").exists():
-                calibrate(multi, day, M, cal_dir, time_limit=args.cal_time_limit,
+                calibrate(multi, day, M, cal_dir, time_limit=args.cal_time_limit, test_block=tuple(block),
                           scratch_time_limit=args.scratch_time_limit, log=log)
             cm = json.loads((cal_dir / "metrics.json").read_text())
             if cm["split"]["val"][1] > block[0]:
                 raise DataError(f"{day}: {M:g} min of calibration reach into the last-20% evaluation block")
-            row = {"calibrate_seconds": cm["calibrate_seconds"]}
+            row = {"calibrate_seconds": cm["calibrate_seconds"], "reference_seconds": cm.get("reference_seconds", {})}
             for method in METHODS:
-                f = cal_dir / FILES[method]
-                if f.exists():
-                    row[method] = _score(f, rec, bounds)["r2"]
+                if method in cm:   # calibrate scored every method on this block (test_block)
+                    row[method] = cm[method]["r2"]
+                elif (cal_dir / FILES[method]).exists():
+                    row[method] = _score(cal_dir / FILES[method], rec, bounds)["r2"]
             entry["by_minutes"][f"{M:g}"] = row
+            if "online_adapt" not in entry and (cal_dir / FILES["uncalibrated"]).exists():
+                entry["online_adapt"] = online_adapt_r2(cal_dir / FILES["uncalibrated"], rec, block, args.adapt_tau,
+                                                        cal_dir / "compare" / "adapt.onnx")
             if not latency:
                 counts = rec.counts[block[0]:block[1]]
                 for method in METHODS:
@@ -136,6 +154,7 @@ def run_sessions(args: argparse.Namespace) -> int:
                 latency["full"] = latency.get("scratch")
         results["held_out"][name] = entry
     results["normalized_latency"] = latency
+    results["adapt_tau"] = args.adapt_tau
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     print(sessions_table(results))
     fig = Path(args.figure) if args.figure else out / "sessions.png"
@@ -162,6 +181,9 @@ def sessions_table(r: dict) -> str:
             lines.append(f"  {name:<26} {e['days_since_training'] if e['days_since_training'] is not None else '?':>4} {M:>4} "
                          + " ".join(f"{_mean(row[m]):12.3f}" if m in row else f"{'-':>12}" for m in methods)
                          + f" {_mean(e['full']):7.3f} {row['calibrate_seconds']:6.1f}")
+        if "online_adapt" in e:
+            lines.append(f"  {name:<26} online aligner (run --adapt, tau {r.get('adapt_tau', 0):g} s, from the day's start, "
+                         f"no labels): {_mean(e['online_adapt']):.3f}")
     if r["held_out"]:
         lines.append("  model / full (the goal: >= 0.90 at 2 min): " + ", ".join(
             f"{n} M={M}: {_mean(row['model']) / _mean(e['full']):.2f}" for n, e in r["held_out"].items()
