@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
 
 from rt_decoder.recording import save_npz  # noqa: E402
 from rt_decoder.simulate import simulate_session  # noqa: E402
