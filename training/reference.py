@@ -147,6 +147,7 @@ class ReferenceResult:
     seconds: float
     stopped: str
     hparams: dict
+    cpu_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
     net: torch.nn.Module | None = None       # the trained network (best validation weights)
     data: RefData | None = None
@@ -263,14 +264,14 @@ def train_reference(name: str, rec: Recording, split: dict, lag_bins: int, path:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     net = mod.build(data, hp)
     epochs, best, stopped, history = fit_loop(name, net, lambda n: mod.batches(n, data, hp, gen),
                                               lambda n: mod.val_loss(n, data, hp), hp, time_limit, progress)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     step, states = mod.step_module(net, data, hp)
     extra = {"hparams": hp, "epochs": epochs, "stopped": stopped, "best_val_loss": best,
              "train_seconds": round(seconds, 2), "seed": seed}
     export_step(step, reference_card(data, name, states, extra), path)
     return ReferenceResult(name=name, path=Path(path), best_val=best, epochs=epochs, seconds=seconds,
-                           stopped=stopped, hparams=hp, history=history, net=net, data=data)
+                           stopped=stopped, hparams=hp, history=history, net=net, data=data, cpu_seconds=cpu)

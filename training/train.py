@@ -23,6 +23,7 @@ from tqdm import tqdm
 from rt_decoder.errors import ConfigError, DataError, where
 from rt_decoder.evaluation import constant_rate
 
+from .config import torch_threads
 from .data import Prepared
 from .model import Net, NetConfig
 from .retention import LearnedQuantizer, quantize, retention_parallel
@@ -51,6 +52,8 @@ class FitResult:
     best_val: float
     epochs: int
     seconds: float
+    cpu_seconds: float       # process CPU time: comparable across machine loads, unlike wall time
+    threads: int
     stopped: str             # "early stopping", "max epochs", "time limit"
     history: list[dict]
 
@@ -212,7 +215,8 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
         time_limit: float | None = None, log=print) -> FitResult:
     """Train with early stopping; the best-validation weights are returned and checkpointed."""
     t = cfg["training"]
-    torch.set_num_threads(t["threads"])
+    threads = torch_threads(t["threads"])
+    torch.set_num_threads(threads)
     torch.manual_seed(t["seed"])
     gen = torch.Generator().manual_seed(t["seed"])
     model = build_model(prep, cfg)
@@ -259,6 +263,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     elif resume:
         log(f"--resume: no checkpoint at {ckpt_path} yet; starting from scratch")
     t0 = clock["t0"] = time.perf_counter() - elapsed
+    c0 = time.process_time()
     stopped = "max epochs"
     bar = tqdm(total=t["max_epochs"], initial=epoch, desc=f"train {cfg['name']}", unit="epoch", file=sys.stderr)
     noise = t["input_noise"]
@@ -304,6 +309,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(model=model, best_val=best_val, epochs=epoch, seconds=time.perf_counter() - t0,
+                     cpu_seconds=time.process_time() - c0, threads=threads,
                      stopped=stopped, history=history)
 
 
