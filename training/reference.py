@@ -32,6 +32,8 @@ from rt_decoder.model_card import ModelCard, StateSpec, attach
 from rt_decoder.recording import Recording
 from rt_decoder.step_graph import IR_VERSION, OPSET, save
 
+from .train import compute_seconds
+
 NEURAL = ("gru", "tcfnn", "mlp")
 
 
@@ -173,13 +175,15 @@ def fit_loop(name: str, net: torch.nn.Module, batches, val_loss, hp: dict, time_
              progress: bool = True) -> tuple[int, float, str, list[dict]]:
     """AdamW; learning rate halved after `plateau` epochs without a better validation loss; stop
     after `patience` such epochs (the best-validation weights are restored), at max_epochs or at
-    the time limit. batches(): an epoch's (loss closure inputs) iterator; val_loss(): float."""
+    the time limit (CPU seconds per thread, see train.compute_seconds). batches(net): an epoch's
+    losses, one per mini-batch; val_loss(net): float."""
     decay = [p for p in net.parameters() if p.dim() > 1]
     rest = [p for p in net.parameters() if p.dim() <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
                              {"params": rest, "weight_decay": 0.0}], lr=hp["lr"])
     best, best_state, bad, since, history = float("inf"), copy.deepcopy(net.state_dict()), 0, 0, []
-    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    c0 = compute_seconds(threads)
     stopped = "max epochs"
     bar = tqdm(total=hp["max_epochs"], desc=f"train {name}", unit="epoch", file=sys.stderr, disable=not progress)
     epoch = 0
@@ -193,7 +197,7 @@ def fit_loop(name: str, net: torch.nn.Module, batches, val_loss, hp: dict, time_
             opt.step()
             run += float(loss.detach())
             n += 1
-            if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            if time_limit is not None and compute_seconds(threads) - c0 > time_limit:
                 stopped = "time limit"
                 break
         net.eval()

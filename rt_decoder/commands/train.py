@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML config (e.g. configs/default.yaml)")
     parser.add_argument("--data", metavar="FILE", help="recording to train on (overrides the config's 'data')")
     parser.add_argument("--out", default="runs/model", metavar="DIR", help="output folder (default: %(default)s)")
-    parser.add_argument("--time-limit", type=float, metavar="S", help="stop training after S seconds (best weights so far are kept)")
+    parser.add_argument("--time-limit", type=float, metavar="S", help="stop training after S seconds of compute (CPU seconds per torch thread: wall time on an idle machine, not stretched by other jobs); the best weights so far are kept")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     parser.add_argument("--no-baselines", action="store_true", help="skip every reference decoder (gru, tcfnn, mlp, wiener, kalman)")
     parser.add_argument("--baselines", metavar="LIST",
