@@ -51,9 +51,9 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-steps", type=int, default=2000, help="steps timed per model for the latency columns")
     p.add_argument("--data-dir", default=str(DATA), help="folder holding the datasets")
     p.add_argument("--out", default="runs/bench", help="where models and metrics are written")
-    p.add_argument("--time-limit", type=float, default=None, help="training time limit per model (s)")
+    p.add_argument("--time-limit", type=float, default=None, help="compute limit per model: CPU seconds per torch thread (wall time on an idle machine)")
     p.add_argument("--json", help="also write all results to this JSON file")
-    p.add_argument("--png", default=None, help="bar chart of mean R2 per dataset and model (default: OUT/accuracy.png)")
+    p.add_argument("--png", default=None, help="bar chart of mean R2 per dataset and model (None: OUT/accuracy.png)")
 
 
 def _mean(v) -> float:
