@@ -26,7 +26,8 @@ DEFAULTS: dict[str, Any] = {
         "decays": [0.5, 0.875, 0.96875],
         "quantizer": "levels",      # binary | levels | learned
         "levels": 4,
-        "layout": "raster",         # raster | similarity
+        "layout": "raster",         # raster | similarity | map (retention.map) | auto (map if given, else similarity)
+        "map": None,                # electrode map: rows of channel numbers (0-based), -1 = no electrode
         "canvas": None,             # [H, W]; None: smallest square, side a multiple of 8 (>= 16)
     },
     "model": {
@@ -48,7 +49,8 @@ DEFAULTS: dict[str, Any] = {
         "streams": 32,              # online mode: parallel contiguous streams per batch
         "seed": 0,
         "time_limit_s": None,
-        "threads": 1,               # torch threads; 1 wins on a shared 2-core machine (2 was 10x slower under load)
+        "threads": 0,               # torch threads; 0 = auto: the cores the load average leaves idle (>= 1),
+                                    # since on a busy 2-core machine 2 threads ran 10x slower than 1
         "init_from": None,          # a generative checkpoint whose UNet initialises the decoder
         "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
     },
@@ -73,7 +75,7 @@ REFERENCES = ("gru", "tcfnn", "mlp", "wiener", "kalman")
 CHOICES = {
     "kind": ("decoder", "generative"),
     "retention.quantizer": ("binary", "levels", "learned"),
-    "retention.layout": ("raster", "similarity"),
+    "retention.layout": ("raster", "similarity", "map", "auto"),
     "model.likelihood": (None, "gaussian", "bernoulli", "poisson"),
     "training.mode": ("offline", "online"),
     "multisession.readin": ("linear", "gain"),
@@ -137,6 +139,13 @@ def validate(cfg: dict, src: str) -> dict:
     if canvas is not None and not (isinstance(canvas, list) and len(canvas) == 2
                                    and all(isinstance(c, int) and c > 0 for c in canvas)):
         raise ConfigError(where(src, f"retention.canvas must be [H, W] positive integers or null, got {canvas!r}"))
+    emap = cfg["retention"]["map"]
+    if emap is not None and not (isinstance(emap, list) and emap and all(
+            isinstance(row, list) and row and all(isinstance(v, int) and not isinstance(v, bool) for v in row) for row in emap)
+            and len({len(row) for row in emap}) == 1):
+        raise ConfigError(where(src, "retention.map must be a grid: equal-length rows of channel numbers (-1 = none)"))
+    if cfg["retention"]["layout"] == "map" and emap is None:
+        raise ConfigError(where(src, "retention.layout map needs retention.map (rows of channel numbers)"))
     widths = cfg["model"]["widths"]
     if not isinstance(widths, list) or not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
         raise ConfigError(where(src, f"model.widths must be a non-empty list of positive integers, got {widths!r}"))
@@ -154,7 +163,7 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, t + "streams", lo=1, integer=True)
     _num(cfg, src, t + "seed", lo=0, integer=True)
     _num(cfg, src, t + "time_limit_s", lo=0, lo_open=True, optional=True)
-    _num(cfg, src, t + "threads", lo=1, integer=True)
+    _num(cfg, src, t + "threads", lo=0, integer=True)
     _num(cfg, src, t + "input_noise", lo=0)
     _num(cfg, src, "baselines.lag_bins", lo=0, hi=1, integer=True, optional=True)
     which = cfg["baselines"]["which"]
@@ -191,6 +200,20 @@ def validate(cfg: dict, src: str) -> dict:
     if cfg["retention"]["quantizer"] == "learned" and cfg["training"]["mode"] != "online":
         raise ConfigError(where(src, "retention.quantizer learned needs training.mode online (its zeta must be differentiable)"))
     return cfg
+
+
+def torch_threads(setting: int) -> int:
+    """threads 0 (auto): cores minus the 1-minute load average, at least 1; else the setting."""
+    import os
+
+    if setting > 0:
+        return int(setting)
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1
+    return max(1, min(cores, int(cores - load + 0.5)))
 
 
 def parse_references(text: str, src: str = "--baselines") -> list[str]:

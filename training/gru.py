@@ -19,7 +19,7 @@ from .reference import Normalized, RefData, masked_mse
 
 HPARAMS = {
     "hidden": 256, "layers": 2, "dropout": 0.2,
-    "window": 96, "burn_in": 32, "batch_size": 32,
+    "window": 64, "burn_in": 16, "batch_size": 16,
     "lr": 2e-3, "weight_decay": 1e-2, "max_epochs": 40, "patience": 5, "plateau": 2,
 }
 

@@ -19,6 +19,7 @@ from rt_decoder.loaders import load_recording
 from rt_decoder.model_card import CARD_KEY, ModelCard, attach
 from rt_decoder.recording import Recording
 
+from .config import torch_threads
 from .data import prepare
 from .export import export_step_graph
 from .train import fit
@@ -49,7 +50,7 @@ def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg:
 
     res = {}
     for name in names:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         path = out / f"{name}.onnx"
         info: dict = {}
         if name in ("wiener", "kalman"):
@@ -62,13 +63,13 @@ def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg:
             try:
                 r = train_reference(name, rec, split, lag, path, overrides=cfg["baselines"][name],
                                     seed=cfg["training"]["seed"], time_limit=time_limit,
-                                    threads=cfg["training"]["threads"])
+                                    threads=torch_threads(cfg["training"]["threads"]))
             except ConfigError as e:
                 raise ConfigError(where(cfg.get("_source", "<config>"), str(e))) from None
             info = {"epochs": r.epochs, "stopped": r.stopped}
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         ev = evaluate_decoder(path, rec, "test", split_bounds=split, progress=True)["model"]
-        res[name] = ev | {"lag_bins": lag, "train_seconds": round(seconds, 1)} | info
+        res[name] = ev | {"lag_bins": lag, "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu, 1)} | info
         log(f"{name}: mean test R2 {sum(ev['r2']) / len(ev['r2']):.4f}, fitted in {seconds:.1f} s")
     return res
 
@@ -101,7 +102,8 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
     log(f"{rec.source}: {rec.n_bins} bins x {rec.n_channels} channels at {rec.bin_s * 1000:g} ms; "
         f"canvas {prep.canvas[0]}x{prep.canvas[1]}, decays {prep.decays}, lag_bins {cfg['lag_bins']}, split {prep.split}")
     res = fit(prep, cfg, out / "checkpoint.pt", resume=resume, time_limit=time_limit, log=log)
-    log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.stopped}); best validation loss {res.best_val:.4f}; "
+    log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.cpu_seconds:.1f} s CPU, {res.threads} thread(s); "
+        f"{res.stopped}); best validation loss {res.best_val:.4f}; "
         f"{res.model.net.n_params()} parameters")
     model_path = out / "model.onnx"
     extra = {"epochs": res.epochs, "stopped": res.stopped, "best_val_loss": res.best_val, "nan_rows": prep.nan_rows}
@@ -114,7 +116,8 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         "bin_s": float(rec.bin_s), "lag_bins": int(cfg["lag_bins"]),
         "split": {k: [int(a), int(b)] for k, (a, b) in prep.split.items()},
         "model": model_metrics, "baselines": {},
-        "train_seconds": round(res.seconds, 1), "data_sha256": rec.fingerprint(),
+        "train_seconds": round(res.seconds, 1), "train_cpu_seconds": round(res.cpu_seconds, 1),
+        "threads": res.threads, "data_sha256": rec.fingerprint(),
         "config": cfg["name"], "data": str(path), "epochs": res.epochs, "stopped": res.stopped,
         "nan_rows_excluded": prep.nan_rows,
     }

@@ -32,6 +32,8 @@ from rt_decoder.model_card import ModelCard, StateSpec, attach
 from rt_decoder.recording import Recording
 from rt_decoder.step_graph import IR_VERSION, OPSET, save
 
+from .train import compute_seconds
+
 NEURAL = ("gru", "tcfnn", "mlp")
 
 
@@ -147,6 +149,7 @@ class ReferenceResult:
     seconds: float
     stopped: str
     hparams: dict
+    cpu_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
     net: torch.nn.Module | None = None       # the trained network (best validation weights)
     data: RefData | None = None
@@ -172,13 +175,15 @@ def fit_loop(name: str, net: torch.nn.Module, batches, val_loss, hp: dict, time_
              progress: bool = True) -> tuple[int, float, str, list[dict]]:
     """AdamW; learning rate halved after `plateau` epochs without a better validation loss; stop
     after `patience` such epochs (the best-validation weights are restored), at max_epochs or at
-    the time limit. batches(): an epoch's (loss closure inputs) iterator; val_loss(): float."""
+    the time limit (CPU seconds per thread, see train.compute_seconds). batches(net): an epoch's
+    losses, one per mini-batch; val_loss(net): float."""
     decay = [p for p in net.parameters() if p.dim() > 1]
     rest = [p for p in net.parameters() if p.dim() <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
                              {"params": rest, "weight_decay": 0.0}], lr=hp["lr"])
     best, best_state, bad, since, history = float("inf"), copy.deepcopy(net.state_dict()), 0, 0, []
-    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    c0 = compute_seconds(threads)
     stopped = "max epochs"
     bar = tqdm(total=hp["max_epochs"], desc=f"train {name}", unit="epoch", file=sys.stderr, disable=not progress)
     epoch = 0
@@ -192,7 +197,7 @@ def fit_loop(name: str, net: torch.nn.Module, batches, val_loss, hp: dict, time_
             opt.step()
             run += float(loss.detach())
             n += 1
-            if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            if time_limit is not None and compute_seconds(threads) - c0 > time_limit:
                 stopped = "time limit"
                 break
         net.eval()
@@ -263,14 +268,14 @@ def train_reference(name: str, rec: Recording, split: dict, lag_bins: int, path:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     net = mod.build(data, hp)
     epochs, best, stopped, history = fit_loop(name, net, lambda n: mod.batches(n, data, hp, gen),
                                               lambda n: mod.val_loss(n, data, hp), hp, time_limit, progress)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     step, states = mod.step_module(net, data, hp)
     extra = {"hparams": hp, "epochs": epochs, "stopped": stopped, "best_val_loss": best,
              "train_seconds": round(seconds, 2), "seed": seed}
     export_step(step, reference_card(data, name, states, extra), path)
     return ReferenceResult(name=name, path=Path(path), best_val=best, epochs=epochs, seconds=seconds,
-                           stopped=stopped, hparams=hp, history=history, net=net, data=data)
+                           stopped=stopped, hparams=hp, history=history, net=net, data=data, cpu_seconds=cpu)

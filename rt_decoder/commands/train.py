@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recording(s) to train on (overrides the config's 'data'); several files or globs "
                              "train one multi-session model (shared trunk, a read-in per session)")
     parser.add_argument("--out", default="runs/model", metavar="DIR", help="output folder (default: %(default)s)")
-    parser.add_argument("--time-limit", type=float, metavar="S", help="stop training after S seconds (best weights so far are kept)")
+    parser.add_argument("--time-limit", type=float, metavar="S", help="stop training after S seconds of compute (CPU seconds per torch thread: wall time on an idle machine, not stretched by other jobs); the best weights so far are kept")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     parser.add_argument("--no-baselines", action="store_true", help="skip every reference decoder (gru, tcfnn, mlp, wiener, kalman)")
     parser.add_argument("--baselines", metavar="LIST",
