@@ -25,6 +25,7 @@ import torch
 from rt_decoder.errors import DataError, where
 from rt_decoder.recording import Recording
 
+from .config import torch_threads
 from .multisession import (
     OutAffine,
     ReadIn,
@@ -150,7 +151,7 @@ def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str 
                                               f"validation bins [0, {split['val'][1]}) or runs past the end"))
         split["test"] = (int(test_block[0]), int(test_block[1]))
     scored = rec.behavior is not None
-    torch.set_num_threads(cfg["training"]["threads"])
+    torch.set_num_threads(torch_threads(cfg["training"]["threads"]))
     torch.manual_seed(seed)
     scfg = json.loads(json.dumps(cfg))
     scfg["retention"]["layout"], scfg["retention"]["canvas"] = "raster", None

@@ -36,6 +36,7 @@ from rt_decoder.model_card import StateSpec
 from rt_decoder.recording import Recording
 from rt_decoder.retention import retention_parallel_f32, shift_for_lag
 
+from .config import torch_threads
 from .data import Prepared, prepare
 from .export import make_card, network_onnx
 from .model import NetConfig
@@ -375,7 +376,7 @@ def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: 
 def fit_multi(sessions: list[Session], cfg: dict, time_limit: float | None = None, ckpt: Path | None = None,
               resume: bool = False) -> MultiFit:
     t = cfg["training"]
-    torch.set_num_threads(t["threads"])
+    torch.set_num_threads(torch_threads(t["threads"]))
     torch.manual_seed(t["seed"])
     gen = torch.Generator().manual_seed(t["seed"])
     model = build(sessions, cfg)
