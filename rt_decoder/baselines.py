@@ -396,8 +396,8 @@ def _bounds(rec: Recording, split) -> dict[str, tuple[int, int]]:
 
 
 def fit_baselines(rec: Recording, split=None, lag_bins: int = 0, taps: int = 10,
-                  run_id: str = "") -> dict[str, onnx.ModelProto]:
-    """Fit {"wiener", "kalman"} on rec's train block (Wiener's alpha on the val block).
+                  run_id: str = "", names: tuple[str, ...] = ("wiener", "kalman")) -> dict[str, onnx.ModelProto]:
+    """Fit {"wiener", "kalman"} (or the subset `names`) on rec's train block (Wiener's alpha on the val block).
 
     split: {"train": (a, b), "val": (b, c), ...} bin ranges (None: recording.split_bounds defaults).
     The cards carry the fingerprint of the whole recording, like the trained model's, and the
@@ -406,5 +406,9 @@ def fit_baselines(rec: Recording, split=None, lag_bins: int = 0, taps: int = 10,
     b = _bounds(rec, split)
     train, val = rec.slice(*b["train"]), rec.slice(*b["val"])
     origin = {"data_sha256": rec.fingerprint(), "split": {k: list(v) for k, v in b.items()}, "run_id": run_id}
-    return {"wiener": fit_wiener(train, val, lag_bins=lag_bins, taps=taps, origin=origin),
-            "kalman": fit_kalman(train, val, lag_bins=lag_bins, origin=origin)}
+    fits = {"wiener": lambda: fit_wiener(train, val, lag_bins=lag_bins, taps=taps, origin=origin),
+            "kalman": lambda: fit_kalman(train, val, lag_bins=lag_bins, origin=origin)}
+    unknown = [n for n in names if n not in fits]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(fits)}")
+    return {n: fits[n]() for n in names}

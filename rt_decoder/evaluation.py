@@ -130,15 +130,17 @@ def evaluate_decoder(
 
 
 def evaluate_baselines(rec: Recording, bounds: dict, lag_bins: int, folder: str | Path, split: str = "test",
-                       taps: int = 10, progress: bool = False, run_id: str = "") -> dict[str, dict]:
-    """Fit Wiener and Kalman on rec's train/val blocks, save FOLDER/<name>.onnx, and score each
-    step graph on `split` exactly as a trained model is scored: {name: evaluate_decoder result}.
-    run_id: the training run these baselines belong to (stored in their cards)."""
+                       taps: int = 10, progress: bool = False, run_id: str = "",
+                       names: tuple[str, ...] = ("wiener", "kalman")) -> dict[str, dict]:
+    """Fit Wiener and Kalman (or the subset `names`) on rec's train/val blocks, save
+    FOLDER/<name>.onnx, and score each step graph on `split` exactly as a trained model is
+    scored: {name: evaluate_decoder result}. run_id: the training run these baselines belong
+    to (stored in their cards)."""
     from .baselines import fit_baselines
     from .step_graph import save
 
     out = {}
-    for name, m in fit_baselines(rec, bounds, lag_bins=lag_bins, taps=taps, run_id=run_id).items():
+    for name, m in fit_baselines(rec, bounds, lag_bins=lag_bins, taps=taps, run_id=run_id, names=names).items():
         path = Path(folder) / f"{name}.onnx"
         save(m, path)
         out[name] = evaluate_decoder(path, rec, split, bounds, progress=progress)

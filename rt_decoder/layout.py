@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-LAYOUTS = ("raster", "similarity", "explicit")
+LAYOUTS = ("raster", "similarity", "explicit", "map")
 
 
 def default_canvas(n_channels: int) -> tuple[int, int]:
@@ -41,6 +41,46 @@ def explicit_layout(rows_cols: np.ndarray, canvas: tuple[int, int]) -> np.ndarra
     if np.unique(pix).size != pix.size:
         raise ValueError("explicit layout puts two channels on one pixel")
     return pix
+
+
+def map_layout(grid, n_channels: int, canvas: tuple[int, int]) -> np.ndarray:
+    """An electrode map given as a grid (R rows of C entries): entry = the channel (0-based index
+    into the recording's channels) recorded by the electrode at that place, -1 = no electrode or
+    not recorded (a Utah array: 10 x 10 with its corners empty). The grid sits centred on the
+    canvas, so neighbouring electrodes are neighbouring pixels and a convolution sees cortex."""
+    g = np.asarray(grid)
+    if g.ndim != 2 or g.size == 0 or not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(f"an electrode map is a grid of channel numbers (rows of integers), got shape {g.shape}")
+    R, C = g.shape
+    H, W = canvas
+    if R > H or C > W:
+        raise ValueError(f"the {R}x{C} electrode map does not fit the {H}x{W} canvas")
+    placed = g[g >= 0]
+    if placed.size and placed.max() >= n_channels:
+        raise ValueError(f"the electrode map names channel {int(placed.max())}, the recording has {n_channels} (0-based)")
+    if np.unique(placed).size != placed.size:
+        raise ValueError("the electrode map names a channel twice")
+    missing = sorted(set(range(n_channels)) - set(placed.tolist()))
+    if missing:
+        raise ValueError(f"the electrode map places no electrode for channel(s) {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    r0, c0 = (H - R) // 2, (W - C) // 2
+    rc = np.zeros((n_channels, 2), np.int64)
+    for r, c in zip(*np.nonzero(g >= 0)):
+        rc[g[r, c]] = (r + r0, c + c0)
+    return explicit_layout(rc, canvas)
+
+
+def utah_grid(n_channels: int = 96, side: int = 10) -> list[list[int]]:
+    """Channels 0..n-1 in order on a side x side grid with the four corners empty (a Utah array's
+    footprint). Only a stand-in: a real array's wiring comes from its map file (.cmp)."""
+    cells = [(r, c) for r in range(side) for c in range(side)
+             if (r, c) not in {(0, 0), (0, side - 1), (side - 1, 0), (side - 1, side - 1)}]
+    if n_channels > len(cells):
+        raise ValueError(f"{n_channels} channels do not fit a {side}x{side} array without corners")
+    grid = [[-1] * side for _ in range(side)]
+    for ch, (r, c) in zip(range(n_channels), cells):
+        grid[r][c] = ch
+    return grid
 
 
 def similarity_layout(counts: np.ndarray, canvas: tuple[int, int], seed: int = 0) -> np.ndarray:

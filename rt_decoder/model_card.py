@@ -19,7 +19,7 @@ from .errors import ModelError, where
 CARD_KEY = "rt_decoder_card"
 FORMAT_VERSION = 1
 KINDS = ("decoder", "generative")
-MODEL_TYPES = ("retention_unet", "retention_linear", "wiener", "kalman")
+MODEL_TYPES = ("retention_unet", "retention_linear", "wiener", "kalman", "gru", "tcfnn", "mlp")
 
 
 @dataclass
@@ -114,7 +114,13 @@ class ModelCard:
             if len(self.canvas) != 2:
                 bad(f"canvas must be [H, W], got {self.canvas}")
             pix = self.layout.get("pixels", [])
-            if len(pix) != len(self.channel_names):
+            readin = self.layout.get("readin")
+            if readin is not None:
+                # a multi-session model: the D recorded channels pass a read-in to P virtual channels
+                names = readin.get("names", []) if isinstance(readin, dict) else []
+                if len(pix) != len(names):
+                    bad(f"layout places {len(pix)} virtual channels, the read-in names {len(names)}")
+            elif len(pix) != len(self.channel_names):
                 bad(f"layout places {len(pix)} channels, the card names {len(self.channel_names)}")
 
 

@@ -35,10 +35,14 @@ def frontend(
     quantizer: str = "binary",
     levels: int = 2,
     learned: tuple[np.ndarray, np.ndarray] | None = None,
+    readin: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Nodes: counts, zeta -> q_image [1,1,H,W], zeta_next [1,S,H,W].
 
     learned: (w, b) each (M-1, D) for q = sum_i sigmoid(w_i * x + b_i) / (M-1) (thesis eq. 3.1).
+    readin: (A [D, P], c [P]) a session's read-in u = q A + c (training/multisession.py): the D
+      recorded channels become P shared virtual channels, and `pixels` places those P. Retention
+      is linear, so this is the same as an affine map of zeta; it costs one small MatMul per bin.
     """
     H, W = canvas
     S = len(decays)
@@ -68,6 +72,15 @@ def frontend(
                   helper.make_node("Div", ["fe_sum", "fe_norm"], ["q"])]
     else:
         raise ValueError(f"unknown quantizer {quantizer!r}")
+    placed = "q"
+    if readin is not None:
+        A, c = (np.asarray(a, np.float32) for a in readin)
+        if A.ndim != 2 or A.shape[0] != n_channels or c.shape != (A.shape[1],):
+            raise ValueError(f"read-in must be A [{n_channels}, P] and c [P], got {A.shape} and {c.shape}")
+        inits += [_init("fe_readin_A", A), _init("fe_readin_c", c[None])]
+        nodes += [helper.make_node("MatMul", ["q", "fe_readin_A"], ["fe_qa"]),
+                  helper.make_node("Add", ["fe_qa", "fe_readin_c"], ["fe_u"])]
+        placed, n_channels = "fe_u", A.shape[1]
     inv = channel_of_pixel(pixels, canvas)
     inv = np.where(inv < 0, n_channels, inv)
     g = np.asarray(decays, np.float32).reshape(1, S, 1, 1)
@@ -76,7 +89,7 @@ def frontend(
               _init("fe_img_shape", np.array([1, 1, H, W], np.int64)),
               _init("fe_gamma", g),
               _init("fe_one_minus_gamma", (np.float32(1) - g).astype(np.float32))]
-    nodes += [helper.make_node("Concat", ["q", "fe_pad"], ["fe_qpad"], axis=1),
+    nodes += [helper.make_node("Concat", [placed, "fe_pad"], ["fe_qpad"], axis=1),
               helper.make_node("Gather", ["fe_qpad", "fe_inv"], ["fe_qflat"], axis=1),
               helper.make_node("Reshape", ["fe_qflat", "fe_img_shape"], ["q_image"]),
               helper.make_node("Mul", ["fe_gamma", "zeta"], ["fe_decayed"]),
@@ -118,19 +131,23 @@ def build_retention_model(
     out_mean: np.ndarray | None = None,
     out_std: np.ndarray | None = None,
     learned: tuple[np.ndarray, np.ndarray] | None = None,
+    readin: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """Front-end + a readout of the zeta image + de-normalization, with the card attached.
 
     network: an ONNX model with one input (the zeta image [1,S,H,W]) and one output, either
       [1,K] normalized kinematics (decoder) or [1,1,H,W] / [1,H,W] per-pixel logits (generative).
     linear: (W [S*H*W, K], b [K]) for a ridge readout of the flattened zeta image (no network).
+    readin: a session's (A, c), when the card's layout has a "readin" (see `frontend`).
     Decoder: prediction = out * out_std + out_mean. Generative: prediction = sigmoid (Bernoulli)
     or exp (Poisson) of the logits at each channel's pixel: the next bin's spike probability/rate.
     """
     H, W = card.canvas
     S = len(card.decays)
     pixels = np.asarray(card.layout["pixels"], np.int64)
-    nodes, inits = frontend(card.n_channels, card.decays, (H, W), pixels, card.quantizer, card.levels, learned)
+    if (readin is not None) != ("readin" in card.layout):
+        raise ValueError("give the read-in weights exactly when the card's layout declares a read-in")
+    nodes, inits = frontend(card.n_channels, card.decays, (H, W), pixels, card.quantizer, card.levels, learned, readin)
     feat = retention_features_name(card.lag_bins)
     if (network is None) == (linear is None):
         raise ValueError("give exactly one of network or linear")

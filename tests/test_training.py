@@ -42,7 +42,7 @@ def test_short_training_beats_wiener_and_writes_schema(tmp_path, capsys):
     (tmp_path / "small.yaml").write_text(SMALL)
     out = tmp_path / "run"
     code, stdout, err = _cli(["train", "--config", str(tmp_path / "small.yaml"), "--data", str(data),
-                              "--out", str(out)], capsys)
+                              "--out", str(out), "--baselines", "wiener,kalman"], capsys)
     assert code == 0, err
     for f in ("model.onnx", "metrics.json", "wiener.onnx", "kalman.onnx", "checkpoint.pt"):
         assert (out / f).exists(), f

@@ -1,7 +1,8 @@
 """Benchmarks owned by training (dispatched by `rt-decoder bench accuracy|generate`).
 
-accuracy  trains on the real datasets with their own config and with configs/default.yaml
-          unchanged, and prints our R2 per output next to Wiener and Kalman (lag stated).
+accuracy  trains ours and every reference (gru, tcfnn, mlp, wiener, kalman) on each shared
+          recording and prints mean test R2, train seconds and step latency p50/p99 per model,
+          plus a grouped bar chart (PNG).
 generate  times autoregressive sampling of a generative step graph at 4096 neurons on a 64x64
           canvas, and reports fidelity of the trained ziv CA1 model against held-out data.
 
@@ -20,66 +21,150 @@ from rt_decoder.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+DEFAULT_CONFIG = "default"
+# name -> (data path under the data folder, the dataset's own shipped config, or None: the default config)
 DATASETS = {
     "chestek": ("chestek_contdata95/contdata95.mat", "chestek_contdata95"),
-    "limblab": ("limblab_nick_co/Nick_CO_001-01-binned.mat", "limblab_nick_co"),
+    "nick_co_001": ("limblab_nick_co/Nick_CO_001-01-binned.mat", "limblab_nick_co"),
+    "nick_co_002": ("limblab_nick_co/Nick_CO_002-01-binned.mat", "limblab_nick_co"),
     "mc_maze_small": ("mc_maze_small_nlb/mc_maze_small_full.h5", "mc_maze_small_nlb"),
+    "spike_wf_0718": ("limblab_spike_wf/Spike_07-18-12_WF_001.mat", None),
+    "spike_wf_0724": ("limblab_spike_wf/Spike_07-24-12_WF_001.mat", None),
+    "spike_wf_0807": ("limblab_spike_wf/Spike_08-07-12_WF_001.mat", None),
+    "nelpy_linear": ("nelpy_hippocampus/linear-track", None),
+    "ziv_ca1": ("ziv_ca1_calcium_linear_track", "ziv_ca1_decoder"),
 }
+ALIASES = {"limblab": "nick_co_001"}
+MODELS = ("ours", "gru", "tcfnn", "mlp", "wiener", "kalman")
 
-ACCURACY_HELP = "train on the real datasets (own config and configs/default.yaml) and compare R2 with Wiener/Kalman"
+ACCURACY_HELP = ("train ours and every reference (gru, tcfnn, mlp, wiener, kalman) on each shared recording: "
+                 "mean test R2, train seconds, step latency p50/p99; a table and a bar chart")
 GENERATE_HELP = "time 5000 autoregressive steps at 4096 neurons (64x64) and report fidelity on ziv CA1"
 
 
 def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS), help="datasets to train on")
-    p.add_argument("--configs", choices=("own", "default", "both"), default="both",
-                   help="the dataset's own config, configs/default.yaml unchanged, or both")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS) + list(ALIASES),
+                   help="recordings to train on (limblab = nick_co_001)")
+    p.add_argument("--configs", choices=("own", "default", "both"), default="own",
+                   help="the dataset's own config (configs/default.yaml where it has none), configs/default.yaml unchanged, or both")
+    p.add_argument("--baselines", default=",".join(MODELS[1:]),
+                   help="comma-separated references trained beside ours")
+    p.add_argument("--seed", type=int, default=0, help="training seed for ours and the neural references")
+    p.add_argument("--latency-steps", type=int, default=2000, help="steps timed per model for the latency columns")
     p.add_argument("--data-dir", default=str(DATA), help="folder holding the datasets")
     p.add_argument("--out", default="runs/bench", help="where models and metrics are written")
-    p.add_argument("--time-limit", type=float, default=None, help="training time limit per run (s)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="compute limit per model: CPU seconds per torch thread (wall time on an idle machine)")
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE, for machines")
+    p.add_argument("--png", default=None, help="bar chart of mean R2 per dataset and model (None: OUT/accuracy.png)")
 
 
 def _mean(v) -> float:
     return sum(v) / len(v)
 
 
+def step_latency(path: str | Path, n: int) -> dict:
+    """Median and 99th percentile of one ONNX step (1 thread, CPU), in ms."""
+    import numpy as np
+
+    from rt_decoder.step_model import StepModel
+
+    t = StepModel(path, threads=1, providers="cpu").time_steps(n) * 1e3
+    return {"p50_ms": float(np.median(t)), "p99_ms": float(np.percentile(t, 99))}
+
+
 def run_accuracy(args: argparse.Namespace) -> int:
     from rt_decoder.errors import DataError
-    from training.config import load_config
+    from training.config import load_config, parse_references
     from training.pipeline import run_training
 
+    refs = parse_references(args.baselines)
+    names = list(dict.fromkeys(ALIASES.get(n, n) for n in args.datasets))
     results = []
-    for name in args.datasets:
+    for name in names:
         rel, own = DATASETS[name]
         data = Path(args.data_dir) / rel
         if not data.exists():
             raise DataError(f"{data}: dataset not present (see ../shared/data/*/SOURCE.txt)")
-        configs = {"own": [own], "default": ["default"], "both": [own, "default"]}[args.configs]
+        configs = {"own": [own or DEFAULT_CONFIG], "default": [DEFAULT_CONFIG],
+                   "both": list(dict.fromkeys([own or DEFAULT_CONFIG, DEFAULT_CONFIG]))}[args.configs]
         for c in configs:
             cfg = load_config(c)
+            cfg["training"]["seed"] = args.seed
             out = Path(args.out) / f"{name}-{c}"
             t0 = time.perf_counter()
-            m = run_training(cfg, str(data), out, time_limit=args.time_limit, log=lambda s: print(s, file=sys.stderr))
-            results.append({"dataset": name, "config": c, "out": str(out), "wall_s": time.perf_counter() - t0, **m})
+            m = run_training(cfg, str(data), out, time_limit=args.time_limit, baselines=refs,
+                             log=lambda s: print(s, file=sys.stderr))
+            lat = {"ours": step_latency(out / "model.onnx", args.latency_steps)}
+            for r in m["baselines"]:
+                lat[r] = step_latency(out / f"{r}.onnx", args.latency_steps)
+            results.append({"dataset": name, "config": c, "out": str(out), "wall_s": round(time.perf_counter() - t0, 1),
+                            "latency": lat, **m})
+            print(accuracy_table(results[-1:]), file=sys.stderr)
     print(accuracy_table(results))
+    png = Path(args.png) if args.png else Path(args.out) / "accuracy.png"
+    accuracy_chart(results, png)
+    print(f"wrote {png}")
     if args.json:
         write_json(args.json, results)
     return 0
 
 
+def rows(r: dict) -> list[dict]:
+    """One row per model of a result: mean R2, train seconds, step latency."""
+    nan = float("nan")
+    out = [{"model": "ours", "r2": _mean(r["model"]["r2"]), "train_s": r["train_seconds"],
+            "cpu_s": r.get("train_cpu_seconds", nan), **r["latency"]["ours"]}]
+    for name, b in r["baselines"].items():
+        out.append({"model": name, "r2": _mean(b["r2"]), "train_s": b.get("train_seconds", nan),
+                    "cpu_s": b.get("train_cpu_seconds", nan), **r["latency"][name]})
+    return out
+
+
 def accuracy_table(results: list[dict]) -> str:
-    lines = [f"{'dataset':<14} {'config':<32} {'lag':>3} {'output':>8} {'ours':>7} {'wiener':>7} {'kalman':>7} {'train s':>8}"]
+    lines = [f"{'dataset':<14} {'config':<32} {'lag':>3} {'model':<7} {'mean R2':>8} {'vs ours':>8} "
+             f"{'train s':>8} {'cpu s':>7} {'p50 ms':>7} {'p99 ms':>7}"]
     for r in results:
-        b = r["baselines"]
-        for i, o in enumerate(r["outputs"] + ["mean"]):
-            get = (lambda v, i=i: v[i]) if o != "mean" else _mean
-            lines.append(f"{r['dataset']:<14} {r['config']:<32} {r['lag_bins']:>3} {o:>8} {get(r['model']['r2']):7.4f} "
-                         f"{get(b['wiener']['r2']):7.4f} {get(b['kalman']['r2']):7.4f} "
-                         f"{r['train_seconds'] if o == 'mean' else '':>8}")
-    lines.append("R2 on the test block (last 20%), from the exported step graphs run bin by bin; "
-                 "lag = lag_bins (0: zeta including bin k predicts y_k).")
+        rs = rows(r)
+        ours = rs[0]["r2"]
+        for row in rs:
+            diff = "" if row["model"] == "ours" else f"{row['r2'] - ours:+.4f}"
+            lines.append(f"{r['dataset']:<14} {r['config']:<32} {r['lag_bins']:>3} {row['model']:<7} {row['r2']:8.4f} "
+                         f"{diff:>8} {row['train_s']:8.1f} {row['cpu_s']:7.1f} {row['p50_ms']:7.3f} {row['p99_ms']:7.3f}")
+    lines.append("mean R2 over outputs on the test block (last 20%), from the exported step graphs run bin by bin; "
+                 "vs ours = reference minus ours (positive: the reference wins); train s = fit wall time, "
+                 "cpu s = its process CPU time (wall on a busy machine is stretched by other jobs); "
+                 "p50/p99 = one ONNX step, 1 thread; lag = lag_bins.")
     return "\n".join(lines)
+
+
+def accuracy_chart(results: list[dict], path: Path) -> None:
+    """Grouped bars: mean test R2 per dataset (groups) and model (bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [f"{r['dataset']}" + ("" if r["config"] != DEFAULT_CONFIG or DATASETS[r["dataset"]][1] is None else "\n(default cfg)")
+              for r in results]
+    models = list(dict.fromkeys(row["model"] for r in results for row in rows(r)))
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(results) + 2), 4.2))
+    x = np.arange(len(results))
+    for i, mdl in enumerate(models):
+        vals = [next((row["r2"] for row in rows(r) if row["model"] == mdl), np.nan) for r in results]
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, label=mdl)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("mean test R2")
+    lo = min((row["r2"] for r in results for row in rows(r)), default=0.0)
+    ax.set_ylim(max(0.0, lo - 0.05) if lo > 0 else lo - 0.05, 1.0)
+    ax.legend(ncol=len(models), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:

@@ -26,7 +26,8 @@ DEFAULTS: dict[str, Any] = {
         "decays": [0.5, 0.875, 0.96875],
         "quantizer": "levels",      # binary | levels | learned
         "levels": 4,
-        "layout": "raster",         # raster | similarity
+        "layout": "raster",         # raster | similarity | map (retention.map) | auto (map if given, else similarity)
+        "map": None,                # electrode map: rows of channel numbers (0-based), -1 = no electrode
         "canvas": None,             # [H, W]; None: smallest square, side a multiple of 8 (>= 16)
     },
     "model": {
@@ -48,19 +49,36 @@ DEFAULTS: dict[str, Any] = {
         "streams": 32,              # online mode: parallel contiguous streams per batch
         "seed": 0,
         "time_limit_s": None,
-        "threads": 1,               # torch threads; 1 wins on a shared 2-core machine (2 was 10x slower under load)
+        "threads": 0,               # torch threads; 0 = auto: the cores the load average leaves idle (>= 1),
+                                    # since on a busy 2-core machine 2 threads ran 10x slower than 1
         "init_from": None,          # a generative checkpoint whose UNet initialises the decoder
         "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
     },
-    "baselines": {"enabled": True, "lag_bins": None},  # None: the model's lag_bins
+    "baselines": {
+        "enabled": True,
+        "lag_bins": None,           # None: the model's lag_bins
+        "which": ["gru", "tcfnn", "mlp", "wiener", "kalman"],   # trained beside our model, same split
+        "gru": None,                # overrides of training/gru.py HPARAMS, e.g. {hidden: 128}
+        "tcfnn": None,              # overrides of training/tcfnn.py HPARAMS
+        "mlp": None,                # overrides of training/mlp.py HPARAMS
+    },
+    "multisession": {               # several --data files (training/multisession.py, DESIGN §10)
+        "enabled": False,           # true: multi-session training even for a single file
+        "readin": "linear",         # linear: a D_s x P map + offset per session | gain: per-channel gain + offset
+        "readin_l2": 0.001,         # penalty on a read-in's departure from its name-matched identity start
+        "output_affine": True,      # a per-session gain and offset on the normalized outputs
+    },
 }
+
+REFERENCES = ("gru", "tcfnn", "mlp", "wiener", "kalman")
 
 CHOICES = {
     "kind": ("decoder", "generative"),
     "retention.quantizer": ("binary", "levels", "learned"),
-    "retention.layout": ("raster", "similarity"),
+    "retention.layout": ("raster", "similarity", "map", "auto"),
     "model.likelihood": (None, "gaussian", "bernoulli", "poisson"),
     "training.mode": ("offline", "online"),
+    "multisession.readin": ("linear", "gain"),
 }
 
 
@@ -121,6 +139,13 @@ def validate(cfg: dict, src: str) -> dict:
     if canvas is not None and not (isinstance(canvas, list) and len(canvas) == 2
                                    and all(isinstance(c, int) and c > 0 for c in canvas)):
         raise ConfigError(where(src, f"retention.canvas must be [H, W] positive integers or null, got {canvas!r}"))
+    emap = cfg["retention"]["map"]
+    if emap is not None and not (isinstance(emap, list) and emap and all(
+            isinstance(row, list) and row and all(isinstance(v, int) and not isinstance(v, bool) for v in row) for row in emap)
+            and len({len(row) for row in emap}) == 1):
+        raise ConfigError(where(src, "retention.map must be a grid: equal-length rows of channel numbers (-1 = none)"))
+    if cfg["retention"]["layout"] == "map" and emap is None:
+        raise ConfigError(where(src, "retention.layout map needs retention.map (rows of channel numbers)"))
     widths = cfg["model"]["widths"]
     if not isinstance(widths, list) or not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
         raise ConfigError(where(src, f"model.widths must be a non-empty list of positive integers, got {widths!r}"))
@@ -138,13 +163,27 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, t + "streams", lo=1, integer=True)
     _num(cfg, src, t + "seed", lo=0, integer=True)
     _num(cfg, src, t + "time_limit_s", lo=0, lo_open=True, optional=True)
-    _num(cfg, src, t + "threads", lo=1, integer=True)
+    _num(cfg, src, t + "threads", lo=0, integer=True)
     _num(cfg, src, t + "input_noise", lo=0)
     _num(cfg, src, "baselines.lag_bins", lo=0, hi=1, integer=True, optional=True)
+    which = cfg["baselines"]["which"]
+    if not isinstance(which, list) or not all(w in REFERENCES for w in which):
+        raise ConfigError(where(src, f"baselines.which must be a list of {', '.join(REFERENCES)}, got {which!r}"))
+    for name in ("gru", "tcfnn", "mlp"):
+        if cfg["baselines"][name] is not None and not isinstance(cfg["baselines"][name], dict):
+            raise ConfigError(where(src, f"baselines.{name} must be a mapping of settings or null, got {cfg['baselines'][name]!r}"))
     for path in ("name",):
         if not isinstance(_get(cfg, path), str) or not _get(cfg, path):
             raise ConfigError(where(src, f"{path} must be a non-empty string, got {_get(cfg, path)!r}"))
-    for path in ("data", "training.init_from"):
+    _num(cfg, src, "multisession.readin_l2", lo=0)
+    if not isinstance(cfg["multisession"]["enabled"], bool) or not isinstance(cfg["multisession"]["output_affine"], bool):
+        raise ConfigError(where(src, "multisession.enabled and multisession.output_affine must be true or false"))
+    data = cfg["data"]
+    if isinstance(data, list) and data and all(isinstance(d, str) for d in data):
+        pass
+    elif data is not None and not isinstance(data, str):
+        raise ConfigError(where(src, f"data must be a file path, a list of them, or null, got {data!r}"))
+    for path in ("training.init_from",):
         if _get(cfg, path) is not None and not isinstance(_get(cfg, path), str):
             raise ConfigError(where(src, f"{path} must be a file path or null, got {_get(cfg, path)!r}"))
     like = cfg["model"]["likelihood"]
@@ -161,6 +200,29 @@ def validate(cfg: dict, src: str) -> dict:
     if cfg["retention"]["quantizer"] == "learned" and cfg["training"]["mode"] != "online":
         raise ConfigError(where(src, "retention.quantizer learned needs training.mode online (its zeta must be differentiable)"))
     return cfg
+
+
+def torch_threads(setting: int) -> int:
+    """threads 0 (auto): cores minus the 1-minute load average, at least 1; else the setting."""
+    import os
+
+    if setting > 0:
+        return int(setting)
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def parse_references(text: str, src: str = "--baselines") -> list[str]:
+    """'gru,wiener' -> ["gru", "wiener"], in the order given; unknown names are one error line."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in REFERENCES]
+    if bad or not names:
+        raise ConfigError(f"{src}: unknown reference(s) {', '.join(bad) or repr(text)}; choose from {', '.join(REFERENCES)}")
+    return list(dict.fromkeys(names))
 
 
 def load_config(path: str | Path | None = None) -> dict:
@@ -189,9 +251,12 @@ def load_config(path: str | Path | None = None) -> dict:
         raise ConfigError(where(src, f"a config is a mapping of keys, got {type(raw).__name__}"))
     cfg = validate(_merge(DEFAULTS, raw, src), src)
     cfg["_source"] = src
-    for key in ("data", "training.init_from"):
-        parent, leaf = (cfg, key) if "." not in key else (cfg[key.split(".")[0]], key.split(".")[1])
-        value = parent[leaf]
-        if value and not Path(value).is_absolute() and (path.parent / value).exists():
-            parent[leaf] = str(path.parent / value)
+    def near(value: str) -> str:
+        return str(path.parent / value) if value and not Path(value).is_absolute() and (path.parent / value).exists() else value
+
+    if isinstance(cfg["data"], list):
+        cfg["data"] = [near(v) for v in cfg["data"]]
+    else:
+        cfg["data"] = near(cfg["data"])
+    cfg["training"]["init_from"] = near(cfg["training"]["init_from"])
     return cfg

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rt_decoder.errors import DataError, where
-from rt_decoder.layout import default_canvas, raster_layout, similarity_layout
+from rt_decoder.layout import default_canvas, map_layout, raster_layout, similarity_layout
 from rt_decoder.recording import Recording, split_bounds
 from rt_decoder.retention import quantize, retention_parallel_f32, shift_for_lag
 
@@ -36,6 +36,7 @@ class Prepared:
     out_mean: np.ndarray
     out_std: np.ndarray
     nan_rows: int               # behaviour rows with NaN, excluded from the loss and counted
+    layout: str = "raster"      # the layout used (auto resolved to map or similarity)
 
     @property
     def n_outputs(self) -> int:
@@ -50,22 +51,33 @@ def check_lengths(rec: Recording, split: dict[str, tuple[int, int]]) -> None:
                                               f"bins, needs >= {MIN_BINS[name]} (about {need} bins in all)"))
 
 
-def prepare(rec: Recording, cfg: dict) -> Prepared:
-    """Split, lay out, quantize, precompute zeta, normalize targets (train-block statistics)."""
+def prepare(rec: Recording, cfg: dict, split: dict[str, tuple[int, int]] | None = None) -> Prepared:
+    """Split, lay out, quantize, precompute zeta, normalize targets (train-block statistics).
+
+    split: explicit {"train", "val", "test"} bin ranges (calibration blocks); default: the config's fractions."""
     rec.validate()
     kind = cfg["kind"]
     if kind == "decoder" and rec.behavior is None:
         raise DataError(where(rec.source, "has no behaviour to decode (a decoder config needs 'behavior')"))
     T, D = rec.counts.shape
-    split = split_bounds(T, cfg["split"]["val"], cfg["split"]["test"])
+    if split is None:
+        split = split_bounds(T, cfg["split"]["val"], cfg["split"]["test"])
     check_lengths(rec, split)
     rcfg = cfg["retention"]
     canvas = tuple(rcfg["canvas"]) if rcfg["canvas"] else default_canvas(D)
     if canvas[0] * canvas[1] < D:
         raise DataError(where(rec.source, f"{D} channels do not fit the configured canvas {canvas[0]}x{canvas[1]}"))
     t1 = split["train"][1]
-    if rcfg["layout"] == "similarity":
+    layout = rcfg["layout"]
+    if layout == "auto":
+        layout = "map" if rcfg["map"] is not None else "similarity"
+    if layout == "similarity":
         pixels = similarity_layout(rec.counts[:t1], canvas)
+    elif layout == "map":
+        try:
+            pixels = map_layout(rcfg["map"], D, canvas)
+        except ValueError as e:
+            raise DataError(where(rec.source, f"retention.map: {e}")) from None
     else:
         pixels = raster_layout(D, canvas)
     decays = [float(g) for g in rcfg["decays"]]
@@ -96,4 +108,5 @@ def prepare(rec: Recording, cfg: dict) -> Prepared:
         target[:-1] = rec.counts[1:]                                   # zeta up to bin k -> spikes of bin k+1
         valid[-1] = False
     return Prepared(rec=rec, split=split, canvas=canvas, pixels=np.asarray(pixels, np.int64), decays=decays,
-                    q=q, feats=feats, target=target, valid=valid, out_mean=mean, out_std=std, nan_rows=nan_rows)
+                    q=q, feats=feats, target=target, valid=valid, out_mean=mean, out_std=std, nan_rows=nan_rows,
+                    layout=layout)

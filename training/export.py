@@ -48,7 +48,7 @@ def make_card(prep: Prepared, cfg: dict, metrics: dict | None = None, extra: dic
         channel_names=list(rec.channel_names), outputs=outputs, units=[str(u) for u in units],
         states=[StateSpec("zeta", [1, len(prep.decays), H, W])], lag_bins=int(cfg["lag_bins"]),
         decays=list(prep.decays), levels=int(r["levels"]), quantizer=r["quantizer"], canvas=[H, W],
-        layout={"kind": r["layout"], "pixels": [int(p) for p in prep.pixels]},
+        layout={"kind": prep.layout, "pixels": [int(p) for p in prep.pixels]},
         likelihood=cfg["model"]["likelihood"], data_sha256=rec.fingerprint(), metrics=metrics or {},
         extra={"config": cfg.get("name", ""), "split": {k: list(v) for k, v in prep.split.items()}, **(extra or {})},
     )

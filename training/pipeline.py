@@ -1,6 +1,7 @@
-"""`rt-decoder train` end to end: load -> prepare -> fit -> export -> baselines -> evaluate ->
-DIR/model.onnx, DIR/metrics.json, DIR/wiener.onnx, DIR/kalman.onnx, DIR/checkpoint.pt, each written
-atomically (rt_decoder.atomic) and stamped with the data fingerprint and the run id.
+"""`rt-decoder train` end to end: load -> prepare -> fit -> export -> references -> evaluate ->
+DIR/model.onnx, DIR/metrics.json, DIR/<reference>.onnx (gru, tcfnn, mlp, wiener, kalman),
+DIR/checkpoint.pt, each written atomically (rt_decoder.atomic) and stamped with the data
+fingerprint and the run id.
 
 Every figure in metrics.json comes from running an exported step graph bin by bin (StepModel),
 so it is what a streaming user will see.
@@ -22,11 +23,12 @@ from rt_decoder.model_card import CARD_KEY, ModelCard, attach
 from rt_decoder.recording import Recording
 from rt_decoder.step_graph import save
 
+from .config import torch_threads
 from .data import prepare
 from .export import export_step_graph
 from .train import fit
 
-STALE = ("metrics.json", "wiener.onnx", "kalman.onnx")   # written by a run after its model.onnx
+STALE = ("metrics.json", "wiener.onnx", "kalman.onnx", "gru.onnx", "tcfnn.onnx", "mlp.onnx")   # written by a run after its model.onnx
 
 
 def evaluate(path: str | Path, rec: Recording, split: dict) -> dict:
@@ -61,18 +63,64 @@ def remove_stale(out: Path, log) -> None:
         log(f"{out}: removed {', '.join(f.name for f in stale)} of an earlier run")
 
 
+def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg: dict, out: Path,
+                   time_limit: float | None = None, log=print, run_id: str = "") -> dict:
+    """Fit each reference on the train block (the neural ones early-stopped on val), write
+    OUT/<name>.onnx and score its step graph on the test block: {name: metrics}. Each card
+    carries the data fingerprint and run_id, like the model's."""
+    from rt_decoder.evaluation import evaluate_decoder
+
+    res = {}
+    for name in names:
+        t0, c0 = time.perf_counter(), time.process_time()
+        path = out / f"{name}.onnx"
+        info: dict = {}
+        if name in ("wiener", "kalman"):
+            from rt_decoder.baselines import fit_baselines
+
+            save(fit_baselines(rec, split, lag_bins=lag, names=(name,), run_id=run_id)[name], path)
+        else:
+            from .reference import train_reference
+
+            try:
+                r = train_reference(name, rec, split, lag, path, overrides=cfg["baselines"][name],
+                                    seed=cfg["training"]["seed"], time_limit=time_limit,
+                                    threads=torch_threads(cfg["training"]["threads"]))
+            except ConfigError as e:
+                raise ConfigError(where(cfg.get("_source", "<config>"), str(e))) from None
+            info = {"epochs": r.epochs, "stopped": r.stopped}
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        ev = evaluate_decoder(path, rec, "test", split_bounds=split, progress=True)["model"]
+        if name not in ("wiener", "kalman"):
+            set_card_metrics(path, ev, {"run_id": run_id})
+        res[name] = ev | {"lag_bins": lag, "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu, 1)} | info
+        log(f"{name}: mean test R2 {sum(ev['r2']) / len(ev['r2']):.4f}, fitted in {seconds:.1f} s")
+    return res
+
+
 def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float | None = None,
-                 resume: bool = False, baselines: bool | None = None, log=print) -> dict:
+                 resume: bool = False, baselines: bool | list[str] | None = None, log=print) -> dict:
     """Train, export and evaluate; returns the metrics written to DIR/metrics.json.
 
-    Every artifact (model.onnx card, wiener/kalman cards, metrics.json, checkpoint) carries the
+    data: one recording, or several (a list): then, or with multisession.enabled, a multi-session
+    model is trained (training/multisession.py).
+    baselines: None -> the config's (baselines.enabled, baselines.which); False -> none;
+    a list of names -> those (gru, tcfnn, mlp, wiener, kalman).
+    Every artifact (model.onnx card, reference cards, metrics.json, checkpoint) carries the
     data fingerprint and this run's id. Ctrl-C during training exports the best model so far with
-    "partial": true (no baselines); before the first whole epoch it re-raises KeyboardInterrupt.
+    "partial": true (no references); before the first whole epoch it re-raises KeyboardInterrupt.
     """
+    t_start = time.perf_counter()
     src = cfg.get("_source", "<config>")
     path = data or cfg["data"]
     if not path:
         raise ConfigError(where(src, "no data: set 'data' in the config or pass --data FILE"))
+    paths = [path] if isinstance(path, (str, Path)) else [str(p) for p in path]
+    if len(paths) > 1 or cfg["multisession"]["enabled"]:
+        from .multisession import run_multisession
+
+        return run_multisession(cfg, paths, out, time_limit=time_limit, baselines=baselines, resume=resume, log=log)
+    path = paths[0]
     out = check_output_dir(out, "--out folder")
     rec = load_recording(path, cfg["bin_ms"])
     prep = prepare(rec, cfg)
@@ -83,7 +131,8 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         f"canvas {prep.canvas[0]}x{prep.canvas[1]}, decays {prep.decays}, lag_bins {cfg['lag_bins']}, split {prep.split}")
     res = fit(prep, cfg, out / "checkpoint.pt", resume=resume, time_limit=time_limit, log=log, run_id=run_id)
     partial = res.stopped == "interrupted"
-    log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.stopped}); best validation loss {res.best_val:.4f}; "
+    log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.cpu_seconds:.1f} s CPU, {res.threads} thread(s); "
+        f"{res.stopped}); best validation loss {res.best_val:.4f}; "
         f"{res.model.net.n_params()} parameters")
     if partial:
         log(f"interrupted: exporting the best model of {res.epochs} epochs, marked partial (Ctrl-C again to abandon)")
@@ -101,19 +150,22 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         "bin_s": float(rec.bin_s), "lag_bins": int(cfg["lag_bins"]),
         "split": {k: [int(a), int(b)] for k, (a, b) in prep.split.items()},
         "model": model_metrics, "baselines": {},
-        "train_seconds": round(res.seconds, 1), "data_sha256": fingerprint, "run_id": run_id, "partial": partial,
+        "train_seconds": round(res.seconds, 1), "train_cpu_seconds": round(res.cpu_seconds, 1),
+        "threads": res.threads, "data_sha256": fingerprint, "run_id": run_id, "partial": partial,
         "config": cfg["name"], "data": str(path), "epochs": res.epochs, "stopped": res.stopped,
         "nan_rows_excluded": prep.nan_rows,
     }
-    do_base = cfg["baselines"]["enabled"] if baselines is None else baselines
-    if do_base and cfg["kind"] == "decoder" and not partial:
-        from rt_decoder.evaluation import evaluate_baselines
-
+    if baselines is None:
+        names = list(cfg["baselines"]["which"]) if cfg["baselines"]["enabled"] else []
+    else:
+        names = list(baselines) if baselines else []
+    if names and cfg["kind"] == "decoder" and not partial:
         lag = cfg["baselines"]["lag_bins"]
         lag = cfg["lag_bins"] if lag is None else lag
         t0 = time.perf_counter()
-        for name, r in evaluate_baselines(rec, prep.split, lag, out, progress=True, run_id=run_id).items():
-            metrics["baselines"][name] = r["model"] | {"lag_bins": lag}
-        log(f"baselines fitted and evaluated in {time.perf_counter() - t0:.1f} s")
+        metrics["baselines"] = run_references(rec, prep.split, lag, names, cfg, out, time_limit, log, run_id=run_id)
+        metrics["baselines_seconds"] = round(time.perf_counter() - t0, 1)
+        log(f"references {', '.join(names)} fitted and evaluated in {metrics['baselines_seconds']:.1f} s")
+    metrics["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(out / "metrics.json", metrics)
     return metrics

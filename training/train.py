@@ -25,6 +25,7 @@ from rt_decoder.atomic import atomic_path
 from rt_decoder.errors import ConfigError, DataError, where
 from rt_decoder.evaluation import constant_rate
 
+from .config import torch_threads
 from .data import Prepared
 from .model import Net, NetConfig
 from .retention import LearnedQuantizer, quantize, retention_parallel
@@ -53,6 +54,8 @@ class FitResult:
     best_val: float
     epochs: int
     seconds: float
+    cpu_seconds: float       # process CPU time: comparable across machine loads, unlike wall time
+    threads: int
     stopped: str             # "early stopping", "max epochs", "time limit", "interrupted" (Ctrl-C)
     history: list[dict]
 
@@ -204,6 +207,14 @@ class Batches:
         return total / max(n, 1)
 
 
+def compute_seconds(threads: int) -> float:
+    """This process's CPU time divided by its torch threads: equal to wall time on an idle
+    machine, but not stretched when other jobs share the cores. Time limits and the LR schedule
+    run on this clock, so a busy machine does not cut training short (a 600 s wall limit stopped
+    chestek after 11 of its epochs, 62 s of CPU, while eight other jobs ran)."""
+    return time.process_time() / max(1, threads)
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Atomic (rt_decoder.atomic): a crash or a full disk leaves the previous checkpoint intact."""
     buf = io.BytesIO()          # serialized first: a full disk then fails as an OSError naming the cause
@@ -236,7 +247,8 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     """
     data_sha256 = prep.rec.fingerprint()
     t = cfg["training"]
-    torch.set_num_threads(t["threads"])
+    threads = torch_threads(t["threads"])
+    torch.set_num_threads(threads)
     torch.manual_seed(t["seed"])
     gen = torch.Generator().manual_seed(t["seed"])
     model = build_model(prep, cfg)
@@ -256,17 +268,17 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     total = t["max_epochs"] * steps_per_epoch
     warm = max(1, t["warmup_epochs"] * steps_per_epoch)
     limit = time_limit if time_limit is not None else t["time_limit_s"]
-    clock = {"t0": time.perf_counter()}
+    clock = {"c0": compute_seconds(threads)}
 
     def lr_factor(s: int) -> float:
         """Linear warm-up, then cosine to zero at max_epochs or at the time limit, whichever comes first."""
         frac = s / total
         if limit is not None:
-            frac = max(frac, (time.perf_counter() - clock["t0"]) / limit)
+            frac = max(frac, (compute_seconds(threads) - clock["c0"]) / limit)
         return min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    epoch, best_val, bad, elapsed, history = 0, float("inf"), 0, 0.0, []
+    epoch, best_val, bad, elapsed, computed, history = 0, float("inf"), 0, 0.0, 0.0, []
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -277,11 +289,14 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
         gen.set_state(ck["gen"])
         torch.set_rng_state(ck["torch_rng"])
         epoch, best_val, bad, elapsed = ck["epoch"], ck["best_val"], ck["bad_epochs"], ck["elapsed"]
+        computed = ck.get("computed", elapsed)
         best_state, history = ck["best_model"], json.loads(ck["history_json"])
         log(f"resumed from {ckpt_path} at epoch {epoch} (best val {best_val:.4f})")
     elif resume:
         log(f"--resume: no checkpoint at {ckpt_path} yet; starting from scratch")
-    t0 = clock["t0"] = time.perf_counter() - elapsed
+    t0 = time.perf_counter() - elapsed
+    clock["c0"] = compute_seconds(threads) - computed
+    c0 = time.process_time()
     stopped = "max epochs"
     bar = tqdm(total=t["max_epochs"], initial=epoch, desc=f"train {cfg['name']}", unit="epoch", file=sys.stderr)
     noise = t["input_noise"]
@@ -300,7 +315,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
                 sched.step()
                 run_loss += float(loss.detach())
                 n += 1
-                if limit is not None and time.perf_counter() - t0 > limit:
+                if limit is not None and compute_seconds(threads) - clock["c0"] > limit:
                     stopped = "time limit"
                     break
             model.eval()
@@ -320,7 +335,8 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
                 "model": model.state_dict(), "best_model": best_state, "opt": opt.state_dict(),
                 "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "epoch": epoch, "best_val": best_val, "bad_epochs": bad,
-                "elapsed": time.perf_counter() - t0, "history_json": json.dumps(history),
+                "elapsed": time.perf_counter() - t0, "computed": compute_seconds(threads) - clock["c0"],
+                "history_json": json.dumps(history),
                 "config_json": json.dumps(_model_keys(cfg), sort_keys=True),
                 "net_config_json": json.dumps(model.net.cfg.to_dict()),
                 "data_sha256": data_sha256, "run_id": run_id,
@@ -334,9 +350,28 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(model=model, best_val=best_val, epochs=epoch, seconds=time.perf_counter() - t0,
+                     cpu_seconds=time.process_time() - c0, threads=threads,
                      stopped=stopped, history=history)
 
 
 def _model_keys(cfg: dict) -> dict:
     """The parts of a config a checkpoint's weights depend on (resume must match them)."""
     return {"kind": cfg["kind"], "lag_bins": cfg["lag_bins"], "retention": cfg["retention"], "model": cfg["model"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.train` takes `rt-decoder train`'s flags; under torchrun every rank runs
+    it and joins the process group first (training/distributed.py)."""
+    from rt_decoder.cli import main as cli_main
+
+    from .distributed import init, shutdown
+
+    init()
+    try:
+        return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

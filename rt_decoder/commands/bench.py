@@ -5,6 +5,7 @@
   soak        a long session checked from outside: lost / duplicated / late bins, memory (rt_decoder/runtime/soak.py)
   accuracy    train + evaluate on the real datasets vs Wiener and Kalman (training/bench.py; needs torch)
   generate    autoregressive sampling speed and fidelity (training/bench.py; needs torch to train)
+  sessions    across days: held-in/held-out R2 vs calibration minutes, normalized latency (training/sessions_bench.py)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ TARGETS = {
     "soak": ("rt_decoder.runtime.soak", "soak"),
     "accuracy": ("training.bench", "accuracy"),
     "generate": ("training.bench", "generate"),
+    "sessions": ("training.sessions_bench", "sessions"),
 }
 
 

@@ -47,7 +47,7 @@ HELP = "decode a live LSL spike stream with a step model inside a fixed latency 
 DEFAULTS = {"input": None, "resolve_timeout": 10.0, "output": "rt-decoder", "stats": None,
             "budget_ms": 5.0, "emit": "asap", "threads": 1, "providers": "auto", "grace_ms": 3.0,
             "max_count": 1000.0, "zeta_stream": None, "reconnect_timeout": None, "status_every_s": 10.0,
-            "spin_ms": 1.0, "priority": "realtime", "keep_warm": True}
+            "spin_ms": 1.0, "priority": "realtime", "keep_warm": True, "adapt": None}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,6 +77,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-warm", dest="keep_warm", action=argparse.BooleanOptionalAction, default=None,
                    help="with --spin-ms, run one throw-away step just before each bin is due so the model "
                         "meets a hot cache (default on)")
+    p.add_argument("--adapt", nargs="?", type=float, const=120.0, metavar="TAU_S",
+                   help="align the input statistics online to the training days' (models from multi-session "
+                        "training or calibrate), updating causally with time constant TAU_S seconds (default 120); "
+                        "its state is logged with --log, so `evaluate --log` re-runs exactly")
     p.add_argument("--duration", type=float, help="stop after S seconds")
     p.add_argument("--max-bins", type=int, help="stop after N bins")
     p.add_argument("--plot", action="store_true", help="also start `rt-decoder plot` on the outputs in a separate process")
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                  resolve_timeout=opts["resolve_timeout"], grace_ms=opts["grace_ms"], max_count=opts["max_count"],
                  zeta_stream=opts["zeta_stream"], status_every_s=0.0 if args.quiet else opts["status_every_s"],
                  reconnect_timeout=opts["reconnect_timeout"], priority=opts["priority"],
-                 spin_ms=opts["spin_ms"], keep_warm=opts["keep_warm"])
+                 spin_ms=opts["spin_ms"], keep_warm=opts["keep_warm"], adapt_tau_s=opts["adapt"])
     plot: list[subprocess.Popen] = []
 
     def on_ready() -> None:

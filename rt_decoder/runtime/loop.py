@@ -151,7 +151,7 @@ class Runtime:
                  providers: str = "auto", resolve_timeout: float = 10.0, grace_ms: float = 3.0,
                  max_count: float = 1000.0, zeta_stream: str | None = None, status_every_s: float = 0.0,
                  reconnect_timeout: float | None = None, priority: str = "normal", spin_ms: float = 0.0,
-                 keep_warm: bool = False) -> None:
+                 keep_warm: bool = False, adapt_tau_s: float | None = None, adapt_log_every_s: float = 10.0) -> None:
         if emit not in ("asap", "fixed"):
             raise StreamError(f"--emit must be asap or fixed, got {emit!r}")
         if not (isinstance(budget_ms, (int, float)) and math.isfinite(budget_ms) and budget_ms > 0):
@@ -160,6 +160,9 @@ class Runtime:
             from ..atomic import check_output
 
             check_output(log_path, "--log file")
+        self.adapt = None
+        if adapt_tau_s is not None:  # online input alignment: a derived graph with one more state (adaptation.py)
+            model, self.adapt = self._adapted(model, adapt_tau_s, log_path, adapt_log_every_s)
         self.model = model if isinstance(model, StepModel) else StepModel(model, threads=threads, providers=providers)
         self.card = self.model.card
         self.spec = input if isinstance(input, L.StreamSpec) else L.StreamSpec.parse(input)
@@ -202,6 +205,20 @@ class Runtime:
         self.inlet: Any = None
         self.binner: CountsBinner | EventBinner | None = None
         self._session_log: SessionLog | None = None
+
+    @staticmethod
+    def _adapted(model: StepModel | str | Path, tau_s: float, log_path, every_s: float) -> tuple[Path, dict]:
+        """Write the online-adapting twin of the model (beside the log, else in a temp folder)."""
+        import tempfile
+
+        from ..adaptation import write_adapted
+
+        base = Path(model.path if isinstance(model, StepModel) else model)
+        folder = Path(log_path).parent if log_path else Path(tempfile.mkdtemp(prefix="rt-decoder-adapt-"))
+        name = (Path(log_path).name if log_path else base.stem) + ".adapt.onnx"
+        path = write_adapted(base, tau_s, folder / name)
+        return path, {"tau_s": float(tau_s), "graph": str(path), "base_model": str(base),
+                      "base_model_sha256": file_sha256(base), "every_s": float(every_s)}
 
     # ---- control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -364,8 +381,13 @@ class Runtime:
                  self.model.path.name, card.n_channels, ",".join(card.outputs), card.bin_s * 1000,
                  ",".join(self.model.providers), self.budget_ms, self.emit, self.priority, self.input_desc)
         if self.log_path:
-            self._session_log = SessionLog(self.log_path, {
-                "model": str(self.model.path), "model_sha256": file_sha256(self.model.path),
+            adapt = {}
+            if self.adapt:  # the log names the model the user gave; re-runs rebuild the adapting twin from it
+                adapt = {"adapt": {k: v for k, v in self.adapt.items() if k != "every_s"}}
+                self._adapt_every = max(1, round(self.adapt["every_s"] / card.bin_s))
+            self._session_log = SessionLog(self.log_path, adapt | {
+                "model": str(self.adapt["base_model"] if self.adapt else self.model.path),
+                "model_sha256": self.adapt["base_model_sha256"] if self.adapt else file_sha256(self.model.path),
                 "channels": card.channel_names, "outputs": card.outputs, "units": card.units, "bin_s": card.bin_s,
                 "input": self.input_desc, "budget_ms": self.budget_ms, "emit": self.emit,
                 "providers": self.model.providers})
@@ -567,6 +589,8 @@ class Runtime:
                 timing = None if pred is None else ((t_seen - b.t_end) * 1000.0, (t_ready - b.t_end) * 1000.0)
                 self._session_log.bin(i, b.t_end, b.counts, pred, None if pred is None else lat, backlog, flags, b.bad,
                                       timing)
+                if self.adapt and (i + 1) % self._adapt_every == 0:  # the aligner's state after this bin
+                    self._session_log.event("adapt", b.t_end, after_bin=i, state=model.state["adapt"].ravel().tolist())
 
     # ---- report -----------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -9,8 +9,10 @@ written as numbers and float32 predictions as the shortest decimal that round-tr
                  "seen_ms": ..., "ready_ms": ..., "lat_ms": ...,   (input seen / prediction ready /
                                                                     pushed, ms after the bin's end)
                  "flags": ["gap", "partial", "skipped", "miss"], "bad": 0}
-    event lines {"event": "lost" | "reconnected" | "reset" | "stop", "t": ..., ...}
-                (a reset carries "before_bin": the state was zeroed before that bin)
+    event lines {"event": "lost" | "reconnected" | "reset" | "adapt" | "stop", "t": ..., ...}
+                (a reset carries "before_bin": the state was zeroed before that bin; with `run --adapt`
+                an adapt line carries "after_bin" and the online aligner's full state after that bin,
+                and the header an "adapt" entry: the re-run rebuilds the same adapting graph)
     last line   {"event": "end", "bins": N}   written by close(): the number of bins logged
 
 A log without its end line, or whose end line states more bins than it holds, is truncated
@@ -189,14 +191,30 @@ def rerun_log(model_path: str | Path, log_path: str | Path, threads: int = 1) ->
     from ..step_model import StepModel
 
     log = read_log(log_path)
-    model = StepModel(model_path, threads=threads)
+    adapt = log["header"].get("adapt")
+    if adapt:  # `run --adapt`: the same online-adapting twin, rebuilt from the model given here
+        import tempfile
+
+        from ..adaptation import write_adapted
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model = StepModel(write_adapted(model_path, adapt["tau_s"], Path(tmp) / "adapt.onnx"), threads=threads)
+    else:
+        model = StepModel(model_path, threads=threads)
     if log["counts"].shape[1] != model.n_channels:
         raise DataError(where(log_path, f"log has {log['counts'].shape[1]} channels, {model_path} expects {model.n_channels}"))
     cuts = sorted({int(e["before_bin"]) for e in log["events"] if e.get("event") == "reset"} | {0, len(log["counts"])})
-    parts = []
+    states = {int(e["after_bin"]): np.asarray(e["state"], np.float32) for e in log["events"] if e.get("event") == "adapt"}
+    parts, state_diff = [], 0.0
     for a, b in zip(cuts[:-1], cuts[1:]):  # the runtime zeroed the state at each reset
         model.reset()
-        parts.append(model.run(log["counts"][a:b]))
+        if not states:
+            parts.append(model.run(log["counts"][a:b]))
+            continue
+        for k in range(a, b):  # step by step, to compare the logged aligner states too
+            parts.append(model.step(log["counts"][k])[None].copy())
+            if k in states:
+                state_diff = max(state_diff, float(np.abs(model.state["adapt"].ravel() - states[k]).max()))
     pred = np.concatenate(parts) if parts else np.zeros((0, model.n_outputs), np.float32)
     has = log["has_pred"]
     diff = np.abs(pred[has] - log["pred"][has])
@@ -214,7 +232,9 @@ def rerun_log(model_path: str | Path, log_path: str | Path, threads: int = 1) ->
         "gap_bins": sum("gap" in f for f in flags),
         "resets": sum(e.get("event") == "reset" for e in log["events"]),
         "max_abs_diff": float(diff.max()) if diff.size else 0.0,
-        "exact": bool(diff.size == 0 or diff.max() == 0.0),
+        "exact": bool((diff.size == 0 or diff.max() == 0.0) and state_diff == 0.0),
+        "adapt_states_checked": len(states),
+        "adapt_state_max_abs_diff": state_diff,
         "rerun_pred": pred,
         "logged_pred": log["pred"],
     }
