@@ -15,7 +15,7 @@ import sys
 from . import __version__
 from .errors import RtDecoderError
 
-COMMANDS = ("train", "evaluate", "replay", "run", "plot", "generate", "bench", "convert", "simulate", "demo")
+COMMANDS = ("train", "evaluate", "replay", "run", "plot", "generate", "bench", "convert", "simulate", "demo", "experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ TARGETS = {
     "throughput": ("rt_decoder.runtime.bench", "throughput"),
     "accuracy": ("training.bench", "accuracy"),
     "generate": ("training.bench", "generate"),
+    "closed-loop": ("rt_decoder.closedloop.bench", "closed_loop"),
 }
 
 

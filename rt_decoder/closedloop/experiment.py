@@ -1,0 +1,247 @@
+"""A closed-loop session the way labs run one (DESIGN §9): observe -> train -> closed loop -> ReFIT -> closed loop.
+
+  1-observe       open-loop observation block: the task moves the cursor to each target on its
+                  own, the participant intends it; recorded to a canonical npz
+  2-model         the decoder trained on that block, labels = the cursor's velocity (vel_x, vel_y):
+                  ours through `rt-decoder train` (its own process: torch never enters this one),
+                  Wiener / Kalman through the same fit as `train` (evaluation.evaluate_baselines)
+  3-closed        closed-loop block: participant -> `rt-decoder run` -> task
+  4-model-refit   ReFIT recalibration (refit.py, Gilja et al. 2012) on block 3's data
+  5-closed-refit  closed-loop block with the recalibrated decoder
+
+Each block runs the real commands (`rt-decoder participant`, `run`, `task`) as child processes,
+any of which a real rig can replace, plus a recorder in this process. Each block folder holds
+block.npz (canonical, DESIGN §3), streams.npz (every LSL sample of the block), trials.csv and
+summary.json (the task's metrics + decode latency from the runtime's summary), logs/; the
+session folder holds figure.png (trajectories and metrics per block) and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..recording import Recording, save_npz, split_bounds
+from . import streams as S
+from .procs import ExperimentError, Procs, cli, last_line
+from .recorder import StreamRecorder, block_recording, save_streams
+from .refit import observation_recording, refit_recording
+
+DECODERS = ("ours", "wiener", "kalman")
+METRIC_KEYS = ("trials", "success_rate", "time_to_target_s", "path_efficiency", "bitrate_bps")
+OBSERVE_TRIAL_S = 1.8  # an observation trial: ~1 s reach + 0.5 s hold + 0.3 s inter-trial
+
+
+def default_config() -> Path:
+    """configs/closedloop.yaml next to the package (a short session's training config)."""
+    return Path(__file__).resolve().parents[2] / "configs" / "closedloop.yaml"
+
+
+@dataclass
+class Block:
+    """One recorded block: its folder, canonical recording and summary."""
+
+    label: str
+    folder: Path
+    recording: Recording
+    summary: dict
+
+
+@dataclass
+class Session:
+    """Everything a session needs; `run()` executes it. `log` receives one line per step."""
+
+    decoder: str
+    out: Path
+    participant_args: list[str] = field(default_factory=list)
+    task_args: list[str] = field(default_factory=list)
+    headless: bool = True
+    observe_s: float = 60.0
+    trials: int = 40
+    seed: int = 0
+    budget_ms: float = 5.0
+    bin_ms: float = 20.0
+    config: Path | None = None
+    time_limit_s: float | None = None
+    timeout_s: float = S.TIMEOUT_S
+    prefix: str = field(default_factory=lambda: f"cl{uuid.uuid4().hex[:6]}")
+    log: object = print
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ExperimentError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        self.out = Path(self.out)
+
+    # ------------------------------------------------------------------ blocks
+
+    def names(self, tag: str) -> dict[str, str]:
+        base = f"{self.prefix}-{tag}"
+        return {"task": f"{base}-task", "participant": f"{base}-p", "decoder": f"{base}-dec",
+                "stats": f"{base}-dec-stats"}
+
+    def run_block(self, folder: Path, mode: str, trials: int, model: Path | None = None) -> Block:
+        """Participant (+ runtime) + task as child processes, recorded from here."""
+        folder = Path(folder)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        n = self.names(folder.name.split("-")[0])
+        spikes, intent = S.spikes_name(n["participant"]), S.intent_name(n["participant"])
+        state, markers = S.state_name(n["task"]), S.markers_name(n["task"])
+        rec = StreamRecorder([spikes, state, markers, intent, n["decoder"], n["stats"]]).start()
+        t0 = time.monotonic()
+        try:
+            with Procs(folder / "logs") as procs:
+                procs.start("participant", cli("participant", "--name", n["participant"], "--task", n["task"],
+                                               "--seed", self.seed, *self.participant_args))
+                if model is not None:
+                    procs.start("decoder", cli("run", model, "--input", spikes, "--output", n["decoder"],
+                                               "--stats", n["stats"], "--budget-ms", self.budget_ms,
+                                               "--resolve-timeout", 60, "--json", folder / "runtime.json", "--quiet"))
+                task = cli("task", "--name", n["task"], "--mode", mode, "--trials", trials, "--out", folder,
+                           "--seed", self.seed, *self.task_args)
+                if model is not None:
+                    task += ["--decoder", n["decoder"]]
+                if self.headless:
+                    task.append("--headless")
+                procs.start("task", task)
+                per_trial = OBSERVE_TRIAL_S if mode == "observe" else self.timeout_s + S.HOLD_S + S.ITI_S
+                procs.wait("task", timeout=60 + trials * per_trial * 1.5)
+                if model is not None:
+                    procs.stop("decoder")
+                procs.stop("participant")
+        finally:
+            raw = rec.stop()
+        save_streams(raw, folder / "streams.npz")
+        block = block_recording(raw, spikes, state, markers, decoder=n["decoder"], intent=intent,
+                                bin_s=self.bin_ms / 1000.0, source=str(folder / "block.npz"))
+        save_npz(block, folder / "block.npz")
+        summary = self._block_summary(folder, mode, model, time.monotonic() - t0)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.log(f"{folder.name}: {format_metrics(summary)}")
+        return Block(folder.name, folder, block, summary)
+
+    def _block_summary(self, folder: Path, mode: str, model: Path | None, wall_s: float) -> dict:
+        path = folder / "summary.json"
+        if not path.exists() or not (folder / "trials.csv").exists():
+            raise ExperimentError(f"the task wrote no summary.json/trials.csv to {folder} "
+                                  f"(last line of its log: {last_line(folder / 'logs' / 'task.log')})")
+        task = json.loads(path.read_text())
+        out = {"block": folder.name, "mode": mode, "decoder": self.decoder if model is not None else None,
+               "model": str(model) if model is not None else None, "wall_s": round(wall_s, 1),
+               **{k: task.get(k) for k in METRIC_KEYS}, "task": task}
+        rt = folder / "runtime.json"
+        if rt.exists():
+            r = json.loads(rt.read_text())
+            out["decode_latency_ms"] = {"p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
+                                        "max": r["latency_ms"]["max"]}
+            out["latency_p99_ms"] = r["latency_ms"]["p99"]
+            out["deadline_misses"] = r["misses"]
+            out["decoded_bins"] = r["bins"]
+        for key in ("task_update_latency_ms", "update_latency_ms"):
+            if key in task:
+                out["task_update_latency_ms"] = task[key]
+        return out
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, rec: Recording, folder: Path) -> Path:
+        """Fit the session's decoder on `rec` (behaviour vel_x, vel_y) into `folder`; returns the model."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = save_npz(rec, folder / "train.npz")
+        t0 = time.monotonic()
+        if self.decoder == "ours":
+            cfg = self.config or default_config()
+            cmd = cli("train", "--config", cfg, "--data", data, "--out", folder, "--no-baselines", "--seed", self.seed)
+            if self.time_limit_s:
+                cmd += ["--time-limit", self.time_limit_s]
+            with open(folder / "train.log", "w") as f:
+                p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            if p.returncode != 0:
+                raise ExperimentError(f"training failed: {last_line(folder / 'train.log')} (log {folder / 'train.log'})")
+            model = folder / "model.onnx"
+            metrics = json.loads((folder / "metrics.json").read_text())["model"]
+        else:
+            from ..evaluation import evaluate_baselines
+
+            bounds = split_bounds(rec.n_bins, val=0.1, test=0.1)
+            res = evaluate_baselines(rec, bounds, 0, folder)
+            model = folder / f"{self.decoder}.onnx"
+            metrics = res[self.decoder]["model"]
+            (folder / "metrics.json").write_text(json.dumps({"outputs": rec.behavior_names, "bin_s": rec.bin_s,
+                                                             "split": {k: list(v) for k, v in bounds.items()},
+                                                             "baselines": {k: v["model"] for k, v in res.items()}},
+                                                            indent=2, default=float))
+        r2 = [round(float(v), 3) for v in metrics["r2"]]
+        self.log(f"{folder.name}: {self.decoder} trained in {time.monotonic() - t0:.1f} s on {rec.n_bins} bins "
+                 f"(held-out R2 {r2} for {rec.behavior_names})")
+        return model
+
+    # ------------------------------------------------------------------ the session
+
+    def observe(self, folder: Path | None = None) -> Block:
+        """The open-loop observation block (into OUT/1-observe unless `folder` says otherwise)."""
+        n = max(2, int(math.ceil(self.observe_s / OBSERVE_TRIAL_S)))
+        return self.run_block(Path(folder) if folder else self.out / "1-observe", "observe", n)
+
+    def run(self, observation: Block | None = None) -> dict:
+        """The five steps; returns the session summary (also written to OUT/summary.json)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        obs = observation or self.observe()
+        m1 = self.train(observation_recording(obs.recording), self.out / "2-model")
+        cl1 = self.run_block(self.out / "3-closed", "closed", self.trials, model=m1)
+        m2 = self.train(refit_recording(cl1.recording), self.out / "4-model-refit")
+        cl2 = self.run_block(self.out / "5-closed-refit", "closed", self.trials, model=m2)
+        blocks = [obs, cl1, cl2]
+        from .figure import session_figure
+
+        fig = session_figure(blocks, self.out / "figure.png", title=f"{self.decoder}: observe -> closed -> ReFIT")
+        summary = {"decoder": self.decoder, "seed": self.seed, "participant_args": self.participant_args,
+                   "task_args": self.task_args, "observation": obs.summary | {"folder": str(obs.folder)},
+                   "blocks": {b.label: b.summary for b in blocks}, "models": {"observe": str(m1), "refit": str(m2)},
+                   "figure": str(fig), "participant": participant_desc(obs.folder)}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        return summary
+
+
+def participant_desc(folder: Path) -> dict:
+    """The participant's parameters as it published them (its spikes stream's desc)."""
+    from .recorder import load_streams
+
+    try:
+        raw = load_streams(folder / "streams.npz")
+    except (OSError, KeyError, ValueError):
+        return {}
+    for s in raw.values():
+        if s.name.endswith(S.SPIKES_SUFFIX):
+            return {"stream": s.name, "type": s.type, "rate": s.rate, "channels": len(s.labels) or None, **s.desc}
+    return {}
+
+
+def format_metrics(s: dict) -> str:
+    def f(key: str, fmt: str) -> str:
+        v = s.get(key)
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    text = (f"{f('trials', 'd')} trials, success {f('success_rate', '.0%')}, time to target {f('time_to_target_s', '.2f')} s, "
+            f"path efficiency {f('path_efficiency', '.2f')}, bitrate {f('bitrate_bps', '.2f')} bit/s")
+    if "decode_latency_ms" in s:
+        lat = s["decode_latency_ms"]
+        text += f"; decode latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, {s.get('deadline_misses', 0)} misses"
+    return text
+
+
+def session_main(session: Session) -> int:
+    """Run and print; one line on failure (the CLI turns ExperimentError into it)."""
+    s = session.run()
+    print(f"wrote {session.out}/summary.json and {s['figure']}", file=sys.stderr)
+    return 0
+
