@@ -86,8 +86,10 @@ class Session:
         return {"task": f"{base}-task", "participant": f"{base}-p", "decoder": f"{base}-dec",
                 "stats": f"{base}-dec-stats"}
 
-    def run_block(self, folder: Path, mode: str, trials: int, model: Path | None = None) -> Block:
-        """Participant (+ runtime) + task as child processes, recorded from here."""
+    def run_block(self, folder: Path, mode: str, trials: int, model: Path | None = None,
+                  duration_s: float | None = None) -> Block:
+        """Participant (+ runtime) + task as child processes, recorded from here; the block ends
+        after `trials` trials (or `duration_s` seconds)."""
         folder = Path(folder)
         if folder.exists():
             shutil.rmtree(folder)
@@ -105,15 +107,16 @@ class Session:
                     procs.start("decoder", cli("run", model, "--input", spikes, "--output", n["decoder"],
                                                "--stats", n["stats"], "--budget-ms", self.budget_ms,
                                                "--resolve-timeout", 60, "--json", folder / "runtime.json", "--quiet"))
-                task = cli("task", "--name", n["task"], "--mode", mode, "--trials", trials, "--out", folder,
-                           "--seed", self.seed, *self.task_args)
+                task = cli("task", "--name", n["task"], "--mode", mode, "--out", folder, "--seed", self.seed)
+                task += ["--duration", duration_s] if duration_s else ["--trials", trials]
                 if model is not None:
-                    task += ["--decoder", n["decoder"]]
+                    task += ["--decoder", n["decoder"], "--wait", 60]
+                task += self.task_args
                 if self.headless:
                     task.append("--headless")
                 procs.start("task", task)
                 per_trial = OBSERVE_TRIAL_S if mode == "observe" else self.timeout_s + S.HOLD_S + S.ITI_S
-                procs.wait("task", timeout=60 + trials * per_trial * 1.5)
+                procs.wait("task", timeout=90 + 1.5 * (duration_s or trials * per_trial))
                 if model is not None:
                     procs.stop("decoder")
                 procs.stop("participant")
@@ -145,9 +148,8 @@ class Session:
             out["latency_p99_ms"] = r["latency_ms"]["p99"]
             out["deadline_misses"] = r["misses"]
             out["decoded_bins"] = r["bins"]
-        for key in ("task_update_latency_ms", "update_latency_ms"):
-            if key in task:
-                out["task_update_latency_ms"] = task[key]
+        if isinstance(task.get("update_latency"), dict):
+            out["task_update_latency_ms"] = {k: v for k, v in task["update_latency"].items() if k != "definition"}
         return out
 
     # ------------------------------------------------------------------ training
@@ -190,7 +192,7 @@ class Session:
     def observe(self, folder: Path | None = None) -> Block:
         """The open-loop observation block (into OUT/1-observe unless `folder` says otherwise)."""
         n = max(2, int(math.ceil(self.observe_s / OBSERVE_TRIAL_S)))
-        return self.run_block(Path(folder) if folder else self.out / "1-observe", "observe", n)
+        return self.run_block(Path(folder) if folder else self.out / "1-observe", "observe", n, duration_s=self.observe_s)
 
     def run(self, observation: Block | None = None) -> dict:
         """The five steps; returns the session summary (also written to OUT/summary.json)."""
