@@ -15,7 +15,8 @@ import sys
 from . import __version__
 from .errors import RtDecoderError
 
-COMMANDS = ("train", "evaluate", "replay", "run", "plot", "generate", "bench", "convert", "simulate", "demo", "experiment")
+COMMANDS = ("train", "evaluate", "replay", "run", "plot", "generate", "bench", "convert", "simulate", "demo", "task",
+            "experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,7 +90,9 @@ SOURCE_RATE_HZ = 1000.0
 N_CHANNELS = 96
 
 # ---- <t>-markers: 1 string channel, irregular; "event arg arg ..." ----
-MARKER_EVENTS = ("block_start", "trial_start", "target_on", "acquired", "hold_broken", "success", "timeout", "block_end")
+# "wrong <n>" is the grid task's only addition: a selection (hold completed) of a cell that was not cued.
+MARKER_EVENTS = ("block_start", "trial_start", "target_on", "acquired", "hold_broken", "success", "timeout", "wrong",
+                 "block_end")
 # the arguments each event carries (names, in order)
 MARKER_ARGS: dict[str, tuple[str, ...]] = {
     "block_start": ("task", "mode"),
@@ -100,9 +102,10 @@ MARKER_ARGS: dict[str, tuple[str, ...]] = {
     "hold_broken": ("trial",),
     "success": ("trial",),
     "timeout": ("trial",),
+    "wrong": ("trial",),
     "block_end": ("n_trials",),
 }
-TRIAL_OUTCOMES = ("success", "timeout")
+TRIAL_OUTCOMES = ("success", "timeout", "wrong")  # the events that end a trial
 _ARG_TYPES = {"trial": int, "n_trials": int, "x": float, "y": float, "r": float}
 
 
