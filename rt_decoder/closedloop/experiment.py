@@ -72,6 +72,7 @@ class Session:
     time_limit_s: float | None = None
     timeout_s: float = S.TIMEOUT_S
     prefix: str = field(default_factory=lambda: f"cl{uuid.uuid4().hex[:6]}")
+    participant_command: list[str] = field(default_factory=lambda: cli("participant"))  # a real rig: its own
     log: object = print
 
     def __post_init__(self) -> None:
@@ -101,8 +102,8 @@ class Session:
         t0 = time.monotonic()
         try:
             with Procs(folder / "logs") as procs:
-                procs.start("participant", cli("participant", "--name", n["participant"], "--task", n["task"],
-                                               "--seed", self.seed, *self.participant_args))
+                procs.start("participant", [*self.participant_command, "--name", n["participant"], "--task", n["task"],
+                                               "--seed", str(self.seed), *self.participant_args])
                 if model is not None:
                     procs.start("decoder", cli("run", model, "--input", spikes, "--output", n["decoder"],
                                                "--stats", n["stats"], "--budget-ms", self.budget_ms,
