@@ -16,7 +16,7 @@ from . import __version__
 from .errors import RtDecoderError
 
 COMMANDS = ("train", "evaluate", "replay", "run", "plot", "generate", "bench", "convert", "simulate", "demo", "task",
-            "experiment")
+            "participant", "experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:
