@@ -103,7 +103,8 @@ class Session:
         try:
             with Procs(folder / "logs") as procs:
                 procs.start("participant", [*self.participant_command, "--name", n["participant"], "--task", n["task"],
-                                               "--seed", str(self.seed), *self.participant_args])
+                                               "--seed", str(self.seed), "--wait", "60",
+                                               "--log", str(folder / "participant.json"), *self.participant_args])
                 if model is not None:
                     procs.start("decoder", cli("run", model, "--input", spikes, "--output", n["decoder"],
                                                "--stats", n["stats"], "--budget-ms", self.budget_ms,
