@@ -166,7 +166,7 @@ class Session:
             cfg = self.config or default_config()
             cmd = cli("train", "--config", cfg, "--data", data, "--out", folder, "--no-baselines", "--seed", self.seed)
             if self.time_limit_s:
-                cmd += ["--time-limit", self.time_limit_s]
+                cmd += ["--time-limit", str(self.time_limit_s)]
             with open(folder / "train.log", "w") as f:
                 p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             if p.returncode != 0:
