@@ -66,7 +66,7 @@ def row(summary: dict) -> dict:
 def run_closed_loop(args: argparse.Namespace) -> int:
     import shlex
 
-    from .experiment import Session
+    from .experiment import Session, interrupt_on_sigterm
     from .figure import bench_figure
     from .procs import ExperimentError
 
@@ -78,6 +78,7 @@ def run_closed_loop(args: argparse.Namespace) -> int:
         raise ExperimentError(f"--trials must be >= 1, got {args.trials}")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    interrupt_on_sigterm()
     p_args = ["--encoding", args.encoding, *shlex.split(args.participant)]
 
     def log(line: str) -> None:

@@ -243,8 +243,19 @@ def format_metrics(s: dict) -> str:
     return text
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM -> KeyboardInterrupt, so a terminated session still stops its children (no orphans)."""
+    import signal
+
+    def handler(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def session_main(session: Session) -> int:
     """Run and print; one line on failure (the CLI turns ExperimentError into it)."""
+    interrupt_on_sigterm()
     s = session.run()
     print(f"wrote {session.out}/summary.json and {s['figure']}", file=sys.stderr)
     return 0
