@@ -16,7 +16,8 @@ Three layers, so the logic is testable without a network:
   transport are included).
 
 Trials: `center-out` alternates an outer target (8 on a ring, each cycle in a seeded random
-order) with a return to the centre target, each a trial; `random` places targets uniformly in
+order) with a return to the centre target, each a trial (the return is skipped when the cursor is
+already in the centre target, e.g. after a timeout, so it is never a free success); `random` places targets uniformly in
 the workspace at least 3 target radii from the cursor; `grid` tiles the workspace with N x N
 square cells, one cued per trial: holding in ANY cell selects it (correct if cued, "wrong"
 otherwise, for the achieved bitrate); the cell the cursor is in when the target comes on is not
@@ -107,12 +108,17 @@ class Target:
         return self.cell >= 0
 
 
+def cell_of(xy: Any, workspace: float, n: int) -> int:
+    """Row-major index (row 0 at the top) of the cell of an n x n grid over [-workspace, workspace]^2
+    that holds the point xy (points on the edge belong to the edge cell)."""
+    w = 2.0 * workspace / n
+    col = min(max(int(math.floor((xy[0] + workspace) / w)), 0), n - 1)
+    row = min(max(int(math.floor((workspace - xy[1]) / w)), 0), n - 1)
+    return row * n + col
+
+
 def grid_cell(cfg: TaskConfig, xy: np.ndarray) -> int:
-    """Row-major cell index (row 0 at the top) of a point in the workspace."""
-    w = cfg.cell_width
-    col = min(max(int(math.floor((xy[0] + cfg.workspace) / w)), 0), cfg.grid - 1)
-    row = min(max(int(math.floor((cfg.workspace - xy[1]) / w)), 0), cfg.grid - 1)
-    return row * cfg.grid + col
+    return cell_of(xy, cfg.workspace, cfg.grid)
 
 
 def grid_centre(cfg: TaskConfig, cell: int) -> tuple[float, float]:
@@ -135,7 +141,8 @@ class TargetSequence:
         if c.task == "center-out":
             if not self._outer_next:
                 self._outer_next = True
-                return Target(0.0, 0.0, c.target_radius)
+                if math.hypot(cursor[0], cursor[1]) > c.target_radius:  # already at the centre (e.g. after a
+                    return Target(0.0, 0.0, c.target_radius)          # timeout): no free return trial
             if not self._ring:
                 self._ring = list(self.rng.permutation(c.n_ring))
             k = self._ring.pop(0)
@@ -408,6 +415,7 @@ class RunnerSettings:
     gain: float = 1.0
     rate: float = S.TASK_RATE_HZ
     wait_s: float = 10.0
+    lead_s: float = 1.0          # ITI at the centre before block_start, so recorders and participants connect
     duration_s: float | None = None
     out: Path | None = None
     extra: dict = field(default_factory=dict)
@@ -518,12 +526,11 @@ class TaskRunner:
         core = self.core
         period = 1.0 / self.set.rate
         t0 = lsl.local_clock()
-        for m in core.begin(t0):
-            self.markers_out.push_sample([m], t0)
-        self.log(f"{self.cfg.task} block ({self.cfg.mode}) started: publishing {S.state_name(self.set.name)!r} at "
-                 f"{self.set.rate:g} Hz and {S.markers_name(self.set.name)!r}"
-                 + (f"; {self.cfg.n_trials} trials" if self.cfg.n_trials else "")
-                 + (f"; {self.set.duration_s:g} s" if self.set.duration_s else "")
+        t_block = t0 + max(self.set.lead_s, 0.0)
+        self.log(f"publishing {S.state_name(self.set.name)!r} at {self.set.rate:g} Hz and {S.markers_name(self.set.name)!r}; "
+                 f"{self.cfg.task} block ({self.cfg.mode}) starts in {self.set.lead_s:g} s"
+                 + (f", {self.cfg.n_trials} trials" if self.cfg.n_trials else "")
+                 + (f", {self.set.duration_s:g} s" if self.set.duration_s else "")
                  + ("" if self.cfg.n_trials or self.set.duration_s else "; Ctrl-C to stop"))
         k = 0
         reach_from = (np.zeros(2), -1)
@@ -539,6 +546,16 @@ class TaskRunner:
                     if behind:  # whole periods lost: skip them rather than bunch updates
                         self.late_updates += behind
                         k += behind
+                if core.t_begin is None:  # lead-in: the cursor waits at the centre, consumers connect
+                    if self.inlet is not None:
+                        self.inlet.pull_chunk(timeout=0.0)
+                    t = lsl.local_clock()
+                    if t < t_block and not self._stop.is_set():
+                        self.state_out.push_sample(core.sample(cursor), t)
+                        continue
+                    for m in core.begin(t):
+                        self.markers_out.push_sample([m], t)
+                    t_run = t
                 if self.cfg.mode == "closed":
                     cursor, used = self._read_decoder(cursor)
                 else:
@@ -549,7 +566,7 @@ class TaskRunner:
                         tg = np.array([core.target.x, core.target.y])
                         cursor = minimum_jerk(reach_from[0], tg, (lsl.local_clock() - core.trial_on) / self.cfg.reach_s)
                 t = lsl.local_clock()
-                stopping = self._stop.is_set() or (self.set.duration_s is not None and t - t0 >= self.set.duration_s)
+                stopping = self._stop.is_set() or (self.set.duration_s is not None and t - t_run >= self.set.duration_s)
                 markers = core.step(cursor, t)
                 if core.finished or stopping:
                     markers += core.end(t)
@@ -567,7 +584,7 @@ class TaskRunner:
                 if core.state == S.STATE_DONE:
                     break
         finally:
-            if core.state != S.STATE_DONE:  # an exception: still close the block on the streams and in the files
+            if core.t_begin is not None and core.state != S.STATE_DONE:  # an exception: still close the block
                 t = lsl.local_clock()
                 for m in core.end(t):
                     self.markers_out.push_sample([m], t)

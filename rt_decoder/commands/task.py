@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder", default=S.DEFAULT_DECODER_NAME,
                    help=f"name of the decoder's Kinematics stream (default {S.DEFAULT_DECODER_NAME})")
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the decoder stream before giving up (default 10)")
+    p.add_argument("--lead-s", type=float, default=1.0,
+                   help="seconds of inter-trial state (cursor at the centre) before block_start, so recorders and the "
+                        "participant connect first (default 1)")
     p.add_argument("--trials", type=int, help="end the block after N trials (exit 0)")
     p.add_argument("--duration", type=float, help="end the block after S seconds (a trial in progress is dropped)")
     p.add_argument("--workspace", type=float, default=S.WORKSPACE_HALF_CM,
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TaskConfig(task=args.task, mode=args.mode, workspace=args.workspace, ring_radius=args.ring_radius,
                      target_radius=args.target_radius, hold_s=args.hold_ms / 1000.0, timeout_s=args.timeout_s,
                      iti_s=args.iti_ms / 1000.0, grid=args.grid, seed=args.seed, reach_s=args.reach_s, n_trials=args.trials)
-    settings = RunnerSettings(name=args.name, decoder=args.decoder, gain=args.gain, rate=args.rate, wait_s=args.wait,
+    settings = RunnerSettings(name=args.name, decoder=args.decoder, gain=args.gain, rate=args.rate, wait_s=args.wait, lead_s=args.lead_s,
                               duration_s=args.duration, out=args.out)
     runner = TaskRunner(cfg, settings)
     if args.headless:
