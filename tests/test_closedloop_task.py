@@ -22,7 +22,8 @@ from rt_decoder.runtime import lsl as L
 
 pytestmark = pytest.mark.lsl
 
-QUICK = ["--hold-ms", "100", "--timeout-s", "3", "--iti-ms", "50", "--wait", "10", "--lead-s", "1.5", "--headless"]
+QUICK = ["--hold-ms", "100", "--timeout-s", "3", "--iti-ms", "50", "--wait", "10", "--lead-s", "1.5", "--headless",
+         "--priority", "normal"]  # in-process: the pytest thread must not stay SCHED_FIFO
 
 
 def unique(prefix: str) -> str:
@@ -83,34 +84,39 @@ class ScriptedDecoder(threading.Thread):
         self.join(timeout=5)
 
 
-class MarkerLog(threading.Thread):
-    """Subscribes to `<task>-markers` and keeps (timestamp, text) until block_end."""
+class StreamLog(threading.Thread):
+    """Subscribes to one of the task's streams and keeps (timestamp, sample) until the block ends
+    (marker block_end, or state code 3); `info` is the stream's full info (desc included)."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__(daemon=True)
-        self.task = task
-        self.got: list[tuple[float, str]] = []
-        self.connected = threading.Event()
+        self.name = name
+        self.got: list[tuple[float, list]] = []
+        self.info = None
 
     def run(self) -> None:
         lsl = L.pylsl()
         found = []
         for _ in range(300):
-            found = lsl.resolve_bypred(f"name='{S.markers_name(self.task)}'", 1, 0.1)
+            found = lsl.resolve_bypred(f"name='{self.name}'", 1, 0.1)
             if found:
                 break
         if not found:
             return
         inlet = lsl.StreamInlet(found[0], processing_flags=0)
+        self.info = inlet.info(timeout=5)
         inlet.open_stream(timeout=5)
-        self.connected.set()
         while True:
             s, t = inlet.pull_sample(timeout=30)
             if s is None:
                 return
-            self.got.append((t, s[0]))
-            if s[0].startswith("block_end"):
+            self.got.append((t, s))
+            if (isinstance(s[0], str) and s[0].startswith("block_end")) or (len(s) == 7 and s[S.STATE] == S.STATE_DONE):
                 return
+
+    @property
+    def markers(self) -> list[tuple[float, str]]:
+        return [(t, s[0]) for t, s in self.got]
 
 
 def run_task(tmp_path: Path, decoder_kind: str | None, args: list[str], labels=("vel_x", "vel_y")):
@@ -118,14 +124,17 @@ def run_task(tmp_path: Path, decoder_kind: str | None, args: list[str], labels=(
     decoder = ScriptedDecoder(dec, task, decoder_kind, labels) if decoder_kind else None
     if decoder:
         decoder.start()
-    log = MarkerLog(task)
+    log, state = StreamLog(S.markers_name(task)), StreamLog(S.state_name(task))
     log.start()
+    state.start()
     try:
         rc = cli_main(["task", "--name", task, "--decoder", dec, "--out", str(tmp_path), *QUICK, *args])
     finally:
         if decoder:
             decoder.close()
     log.join(timeout=10)
+    state.join(timeout=10)
+    log.state = state
     return rc, log
 
 
@@ -159,6 +168,7 @@ def check_marker_order(markers: list[str], n_trials: int) -> list[tuple[int, str
 
 
 def check_csv_matches_markers(rows: list[dict], got: list[tuple[float, str]]) -> None:
+    assert got
     by_trial: dict[int, dict] = {}
     for t, m in got:
         p = S.parse_marker(m)
@@ -196,12 +206,14 @@ def test_scripted_velocity_decoder_acquires_every_target_straight(tmp_path):
     for key in ("time_to_target_s", "bitrate_bps", "fitts_itr_bps", "dial_in_s", "orbiting"):
         assert summary[key] is not None and summary[key] >= 0
     assert summary["settings"]["control"] == "velocity"
+    # the drift-free clock: one update per period over the block (missed periods are counted, not bunched)
+    assert summary["updates"] + summary["late_updates_skipped"] == pytest.approx(summary["block_time_s"] * 100, rel=0.1)
     lat = summary["update_latency"]
     assert lat["n"] > 0 and 0 <= lat["p50_ms"] <= lat["p99_ms"] < 1000
     # the markers arrived in order, and trials.csv says what they say
-    outcomes = check_marker_order([m for _, m in log.got], 6)
+    outcomes = check_marker_order([m for _, m in log.markers], 6)
     assert outcomes == [(i + 1, "success") for i in range(6)]
-    check_csv_matches_markers(rows, log.got)
+    check_csv_matches_markers(rows, log.markers)
 
 
 def test_decoder_that_never_moves_times_out(tmp_path):
@@ -211,8 +223,25 @@ def test_decoder_that_never_moves_times_out(tmp_path):
     assert [r["outcome"] for r in rows] == ["timeout", "timeout"]
     assert all(r["end_time"] - r["start_time"] == pytest.approx(0.6, abs=0.05) for r in rows)
     assert all(math.isnan(r["time_to_target_s"]) and r["path_length_cm"] == 0 for r in rows)
-    assert check_marker_order([m for _, m in log.got], 2) == [(1, "timeout"), (2, "timeout")]
-    check_csv_matches_markers(rows, log.got)
+    assert check_marker_order([m for _, m in log.markers], 2) == [(1, "timeout"), (2, "timeout")]
+    check_csv_matches_markers(rows, log.markers)
+    # <t>-state as CLOSEDLOOP.md says: labels, units, desc; NaN target in the ITI; last sample "done"
+    info = log.state.info
+    assert info.type() == S.STATE_TYPE and info.nominal_srate() == 100 and info.channel_count() == 7
+    assert L.desc_labels(info) == S.STATE_LABELS
+    assert L.desc_value(info, "control") == "velocity" and L.desc_value(info, "mode") == "closed"
+    x = np.array([s for _, s in log.state.got], dtype=np.float64)
+    assert x[-1, S.STATE] == S.STATE_DONE
+    iti = x[:, S.STATE] == S.STATE_ITI
+    assert iti.any() and np.isnan(x[iti, S.TARGET_X:S.TARGET_RADIUS + 1]).all()
+    shown = x[:, S.STATE] == S.STATE_REACH
+    for n, r in zip((1, 2), rows):  # the target on the state stream is the trial's target
+        rows_n = x[shown & (x[:, S.TRIAL] == n)]
+        assert len(rows_n) > 0.5 * 0.6 * 100  # the 0.6 s trial at 100 Hz, generously
+        np.testing.assert_allclose(rows_n[:, S.TARGET_X], r["target_x"], atol=1e-4)
+        np.testing.assert_allclose(rows_n[:, S.TARGET_Y], r["target_y"], atol=1e-4)
+    ts = np.array([t for t, _ in log.state.got])
+    assert np.median(np.diff(ts)) == pytest.approx(0.01, abs=0.003)  # updates at --rate
 
 
 def test_position_control_decoder(tmp_path, capsys):
@@ -222,7 +251,7 @@ def test_position_control_decoder(tmp_path, capsys):
     rows = read_trials_csv(tmp_path / "trials.csv")
     assert [r["outcome"] for r in rows] == ["success"] * 4
     assert all(r["path_efficiency"] > 0.9 for r in rows)
-    check_csv_matches_markers(rows, log.got)
+    check_csv_matches_markers(rows, log.markers)
 
 
 def test_grid_selections_give_achieved_bitrate(tmp_path):
@@ -240,7 +269,7 @@ def test_grid_selections_give_achieved_bitrate(tmp_path):
 
 def test_missing_decoder_stream_is_one_line_after_the_wait(capsys):
     name = unique("nodec")
-    rc = cli_main(["task", "--headless", "--decoder", name, "--wait", "0.5", "--name", unique("t")])
+    rc = cli_main(["task", "--headless", "--priority", "normal", "--decoder", name, "--wait", "0.5", "--name", unique("t")])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2, err
@@ -251,7 +280,7 @@ def test_missing_decoder_stream_is_one_line_after_the_wait(capsys):
 def test_kinematics_without_position_or_velocity_names_is_a_clear_error(capsys):
     dec = unique("dec")
     outlet = L.make_outlet(dec, "Kinematics", ["y0", "y1"], 50.0)  # noqa: F841 - keep it alive
-    rc = cli_main(["task", "--headless", "--decoder", dec, "--wait", "5", "--name", unique("t")])
+    rc = cli_main(["task", "--headless", "--priority", "normal", "--decoder", dec, "--wait", "5", "--name", unique("t")])
     assert rc == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("rt-decoder task: error: ") and dec in last
@@ -357,3 +386,28 @@ def test_grid_window_marks_a_hold_in_the_wrong_cell(qt_ok, qtbot):
     assert (r.center().x(), r.center().y()) == pytest.approx((-2.0, -2.0))
     win.show_snapshot(Snapshot((2.0, 2.0), cued, S.STATE_HOLD, 1, 0, 0, "", 3, 3.0))   # in the cued cell
     assert not win.held.isVisible()
+
+
+@pytest.mark.parametrize("args, what", [(["--trials", "0"], "--trials 0"), (["--grid", "1", "--task", "grid"], "--grid 1"),
+                                        (["--ring-radius", "11"], "does not fit"), (["--rate", "0"], "--rate 0")])
+def test_bad_settings_are_one_line(capsys, args, what):
+    rc = cli_main(["task", "--headless", "--priority", "normal", "--wait", "0.1", "--name", unique("t"), *args])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rt-decoder task: error: ") and what in err[0]
+
+
+def test_minimum_jerk_reach_starts_and_ends_at_rest():
+    from rt_decoder.closedloop.task import minimum_jerk
+
+    p0, p1 = np.array([0.0, 0.0]), np.array([8.0, -4.0])
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 0.0), p0)
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 0.5), (p0 + p1) / 2)   # symmetric profile
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 1.0), p1)
+    np.testing.assert_allclose(minimum_jerk(p0, p1, 3.0), p1)             # holds at the target
+    h = 1e-4
+    assert np.hypot(*(minimum_jerk(p0, p1, h) - p0)) / h < 1e-6          # zero velocity at the ends
+    assert np.hypot(*(p1 - minimum_jerk(p0, p1, 1 - h))) / h < 1e-6
+    # peak speed 1.875 * distance / duration at the midpoint (Flash & Hogan 1985)
+    v = np.hypot(*(minimum_jerk(p0, p1, 0.5 + h) - minimum_jerk(p0, p1, 0.5 - h))) / (2 * h)
+    assert v == pytest.approx(1.875 * np.hypot(8, 4), rel=1e-6)

@@ -159,7 +159,7 @@ class Encoder:
         return [] if self._drift is None else list(self._drift.events)
 
     def params(self) -> dict[str, Any]:
-        return {"encoding": self.kind, "channels": self.n_channels, "encoding_seed": self.seed,
+        return {"encoding": self.kind, "n_channels": self.n_channels, "encoding_seed": self.seed,
                 **{f"drift_{k}": v for k, v in asdict(self.drift).items()}}
 
 
@@ -227,7 +227,7 @@ class CosineEncoder(Encoder):
         return np.clip(r, 0.0, self.peak)
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "max_speed_cm_s": self.max_speed, "baseline_hz": list(BASELINE_HZ),
+        return {**super().params(), "max_speed": self.max_speed, "baseline_hz": list(BASELINE_HZ),
                 "peak_hz": self.peak, "preferred_directions": "uniform"}
 
 
@@ -265,22 +265,32 @@ def features(v: np.ndarray, speed_clip: float) -> np.ndarray:
     return np.column_stack([np.ones(len(v)), v, sp * s])
 
 
-def fit_poisson_glm(X: np.ndarray, Y: np.ndarray, ridge: float = 1e-3, iters: int = 25) -> np.ndarray:
-    """Per-column Poisson GLM with log link by Newton's method: returns W (P, D), log E[Y] = X @ W."""
+def fit_poisson_glm(X: np.ndarray, Y: np.ndarray, ridge: float = 1e-3, iters: int = 20, tol: float = 1e-4,
+                    W0: np.ndarray | None = None) -> np.ndarray:
+    """Per-column Poisson GLM with log link by Newton's method (warm start W0): W (P, D), log E[Y] = X @ W.
+
+    The small ridge (not on the intercept) keeps silent or barely-tuned channels finite."""
     T, P = X.shape
     D = Y.shape[1]
-    W = np.zeros((P, D))
-    W[0] = np.log(np.maximum(Y.mean(axis=0), 1e-3))
+    if W0 is None:
+        W = np.zeros((P, D))
+        W[0] = np.log(np.maximum(Y.mean(axis=0), 1e-3))
+    else:
+        W = W0.copy()
     R = ridge * T * np.eye(P)
-    R[0, 0] = 0.0
-    XX = (X[:, :, None] * X[:, None, :]).reshape(T, P * P)  # outer products once: H_d = sum_t mu_td x_t x_t'
+    R[0, 0] = 1e-6 * T
+    # outer products once: H_d = sum_t mu_td x_t x_t'. Products by einsum, not BLAS: a multi-threaded
+    # BLAS on a busy machine ran these thin products 20x slower than one plain loop
+    XX = (X[:, :, None] * X[:, None, :]).reshape(T, P * P)
     for _ in range(iters):
-        mu = np.exp(np.clip(X @ W, -20, 10))
-        g = X.T @ (Y - mu) - R @ W
-        H = (XX.T @ mu).T.reshape(D, P, P) + R
-        step = np.linalg.solve(H, g.T[:, :, None])[:, :, 0].T
+        eta = np.einsum("tp,pd->td", X, W)
+        np.minimum(eta, 10.0, out=eta)
+        mu = np.exp(eta, out=eta)
+        g = np.einsum("tp,td->pd", X, Y - mu) - R @ W
+        H = np.einsum("tq,td->dq", XX, mu).reshape(D, P, P) + R
+        step = np.clip(np.linalg.solve(H, g.T[:, :, None])[:, :, 0].T, -1.0, 1.0)  # damped: no overshoot
         W += step
-        if np.abs(step).max() < 1e-6:
+        if np.abs(step).max() < tol:
             break
     return W
 
@@ -312,7 +322,7 @@ class FitEncoder(Encoder):
     kind = "fit"
 
     def __init__(self, path: str | Path, max_speed: float = 20.0, seed: int = 0, drift: Drift | None = None,
-                 n_channels: int | None = None, leads: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
+                 n_channels: int | None = None, leads: tuple[int, ...] = (0, 1, 2, 3)) -> None:
         from ..loaders import load_recording
 
         if not (max_speed > 0 and math.isfinite(max_speed)):
@@ -328,6 +338,7 @@ class FitEncoder(Encoder):
                 raise DataError(where(self.path, f"--channels {n_channels}: the recording has {D} channels"))
             D = int(n_channels)
         self.n_channels, self.max_speed, self.bin_s = D, float(max_speed), rec.bin_s
+        self.channel_names = list(rec.channel_names or [f"ch{i}" for i in range(rec.n_channels)])[:D]
         Y = rec.counts[:, :D].astype(np.float64)
         ok = np.all(np.isfinite(vel), axis=1)
         speed = np.linalg.norm(vel, axis=1)
@@ -340,21 +351,20 @@ class FitEncoder(Encoder):
         self.vel_sd = float(np.std(vel[ok])) or 1.0
         b = split_bounds(rec.n_bins)
         self.lead, best = 0, -math.inf
-        fits = {}
-        for lead in leads:
+        fits: dict[int, np.ndarray] = {}
+        for lead in leads:  # a few warm-started Newton steps per lead are enough to rank them
             Xl, Yl, okl = self._design(vel, Y, ok, lead)
-            tr = okl[: b["train"][1] - lead] if lead else okl[: b["train"][1]]
-            idx_tr = np.flatnonzero(tr)
-            W = fit_poisson_glm(Xl[idx_tr], Yl[idx_tr])
+            idx_tr = np.flatnonzero(okl[: b["train"][1]])
+            W = fit_poisson_glm(Xl[idx_tr], Yl[idx_tr], iters=5, W0=fits.get(lead - 1))
             va = np.arange(b["val"][0], min(b["val"][1], len(Xl)))
             va = va[okl[va]]
             ll = float(poisson_ll(Yl[va], np.exp(Xl[va] @ W)).sum())
             fits[lead] = W
             if ll > best:
                 self.lead, best = lead, ll
-        self.W = fits[self.lead]
         X, Yl, okl = self._design(vel, Y, ok, self.lead)
         tr = np.flatnonzero(okl[: b["train"][1]])
+        self.W = fit_poisson_glm(X[tr], Yl[tr], W0=fits[self.lead])
         te = np.arange(b["test"][0], len(X))
         te = te[okl[te]]
         mu_tr = np.exp(X[tr] @ self.W)
@@ -429,7 +439,7 @@ class FitEncoder(Encoder):
 
     def params(self) -> dict[str, Any]:
         r2 = self.heldout["pseudo_r2"]
-        return {**super().params(), "encoding": f"fit:{self.path}", "fit_file": str(self.path), "max_speed_cm_s": self.max_speed,
+        return {**super().params(), "encoding": f"fit:{self.path}", "fit_file": str(self.path), "max_speed": self.max_speed,
                 "fit_model": "Poisson GLM, log rate = b0 + b . [vx, vy, speed] (recording scale)",
                 "fit_velocity": self.velocity_from, "fit_bin_s": self.bin_s, "fit_lead_s": self.lead * self.bin_s,
                 "intent_scale": self.scale, "intent_mapping": f"v_rec = {self.scale:.6g} * v_intent (max speed -> recording p95 speed {self.speed_p95:.6g})",

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -206,17 +204,11 @@ class ParticipantModel:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write via a temporary file and rename: a reader never sees half a log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The log as JSON, written atomically (task.write_atomic): a reader never sees half a log."""
+    from .task import write_atomic
+
+    text = json.dumps(obj, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+    write_atomic(Path(path), text + "\n")
 
 
 def _desc_value(v: Any) -> str:
@@ -240,7 +232,8 @@ class Participant:
         self.origin = lsl.local_clock()
         D = self.model.D
         self.channel_names = getattr(self.encoder, "channel_names", None) or [f"ch{i}" for i in range(D)]
-        self.params = {**self.encoder.params(), **cfg.params(), "channels": D, "control_rate_hz": cfg.control_rate,
+        # "n_channels", not "channels": desc/channels already holds the channel labels
+        self.params = {**self.encoder.params(), **{k: v for k, v in cfg.params().items() if k != "channels"}, "n_channels": D,
                        "intent_controller": ("v = gain * (target - seen cursor), |v| <= max_speed, + OU noise; 0 in "
                                              "inter-trial and inside the target") if cfg.intent == "auto" else
                                             "v = gain * (pointer - seen cursor), |v| <= max_speed",
@@ -265,7 +258,7 @@ class Participant:
         self.intent_out = L.make_outlet(S.intent_name(cfg.name), S.INTENT_TYPE, S.INTENT_LABELS, cfg.control_rate,
                                         units=S.INTENT_UNITS, source_id=sid + "-intent",
                                         extra={"bin_origin": repr(self.origin), "seed": cfg.seed, "encoding": cfg.encoding})
-        self.states = History(len(S.STATE_LABELS))
+        self.states = History(len(S.STATE_LABELS), keep_s=5.0 + cfg.visual_delay_s)
         self.pointer = History(len(S.POINTER_LABELS))
         self._inlets: dict[str, Any] = {}
         self._clocks: list[Any] = []
@@ -301,10 +294,10 @@ class Participant:
             return
         if not found:
             seen = L.visible_streams(0.5)
-            self.error = StreamError(
-                f"{type_} stream {stream!r}: not found after waiting {self.cfg.wait_s:g} s (visible: "
-                f"{'; '.join(seen) if seen else 'no LSL streams'}); start `rt-decoder task --name {self.cfg.task}` "
-                f"or pass --task NAME")
+            hint = (f"start `rt-decoder task --name {self.cfg.task}` or pass --task NAME" if type_ == S.STATE_TYPE else
+                    f"--intent mouse needs the task window open (`rt-decoder task --name {self.cfg.task}` without --headless)")
+            self.error = StreamError(f"{type_} stream {stream!r}: not found after waiting {self.cfg.wait_s:g} s (visible: "
+                                     f"{'; '.join(seen) if seen else 'no LSL streams'}); {hint}")
             self._stop.set()
             return
         inlet = lsl.StreamInlet(found[0], max_buflen=10, recover=True)
@@ -426,9 +419,12 @@ class Participant:
         finally:
             self.done.set()
 
-    def start(self, lead_s: float = 0.05) -> Participant:
+    def start(self, lead_s: float = 0.05, wait_consumers_s: float = 0.0) -> Participant:
         """Start publishing (first bin on the grid >= now + lead) and look for the task's streams."""
         from ..runtime import lsl as L
+
+        if wait_consumers_s > 0:
+            self.spikes_out.wait_for_consumers(wait_consumers_s)
 
         self._header = self._log_header()
         if self.cfg.log:

@@ -416,6 +416,7 @@ class RunnerSettings:
     rate: float = S.TASK_RATE_HZ
     wait_s: float = 10.0
     lead_s: float = 1.0          # ITI at the centre before block_start, so recorders and participants connect
+    priority: str = "normal"     # "realtime": SCHED_FIFO for the thread that runs the loop, when permitted
     duration_s: float | None = None
     out: Path | None = None
     extra: dict = field(default_factory=dict)
@@ -517,10 +518,14 @@ class TaskRunner:
     def run(self) -> dict:
         """Run the block to its end (--trials, --duration or stop()); returns summary.json's content."""
         from ..runtime import lsl as L
+        from ..runtime.priority import quiet_gc, raise_priority
 
         lsl = L.pylsl()
+        self.priority = raise_priority(self.set.priority)  # before liblsl's threads exist: they inherit it
         self.connect()
         self._open_outlets()
+        if self.set.priority == "realtime":
+            quiet_gc()  # process-wide (gc.freeze): only for the real-time command, not for in-process callers
         self._last_ts: float | None = None
         cursor = np.zeros(2)
         core = self.core
@@ -605,6 +610,7 @@ class TaskRunner:
         settings = asdict(self.cfg)
         settings.update(name=self.set.name, decoder=self.set.decoder if self.cfg.mode == "closed" else None,
                         control=self.control, gain=self.set.gain, rate_hz=self.set.rate, duration_s=self.set.duration_s,
+                        priority=getattr(self, "priority", "normal"),
                         decoder_stream=self.decoder_desc, **self.set.extra)
         out["settings"] = settings
         return out

@@ -56,7 +56,13 @@ class TaskWindow(QtWidgets.QWidget):
         font = self.status.font()
         font.setPointSize(13)
         self.status.setFont(font)
-        layout.addWidget(self.status)
+        self.info = QtWidgets.QLabel("")
+        self.info.setStyleSheet("color: #9a9aa6;")
+        self.info.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        top = QtWidgets.QHBoxLayout()
+        top.addWidget(self.status, 1)
+        top.addWidget(self.info)
+        layout.addLayout(top)
         self.view = pg.PlotWidget()
         self.view.setBackground((15, 15, 20))
         self.plot = self.view.getPlotItem()
@@ -152,6 +158,9 @@ class TaskWindow(QtWidgets.QWidget):
                 cw = 2 * self.workspace / self.grid
                 row, col = divmod(cell_of(s.cursor, self.workspace, self.grid), self.grid)
                 self.held.setPos(-self.workspace + col * cw, self.workspace - (row + 1) * cw)
+        if s.trial == 0 and s.state != S.STATE_DONE:
+            self.status.setText("<b>get ready</b> &nbsp; the block starts in a moment")
+            return
         rate = f"{100.0 * s.successes / s.done:.0f}%" if s.done else "–"
         state = {S.STATE_ITI: "", S.STATE_REACH: "reach", S.STATE_HOLD: "hold", S.STATE_DONE: "block done"}[s.state]
         last = (f' &nbsp; last: <span style="color:{OUTCOME_COLOR.get(s.last_outcome, "#ccc")}">{s.last_outcome}</span>'
@@ -162,6 +171,10 @@ class TaskWindow(QtWidgets.QWidget):
     def _poll(self) -> None:
         if self.runner is not None:
             self.show_snapshot(self.runner.snapshot)
+            c, r = self.runner.cfg, self.runner
+            info = f"{c.task} · {c.mode}" + (f" · {r.set.decoder} ({r.control or 'waiting'})" if c.mode == "closed" else "")
+            if info != self.info.text():
+                self.info.setText(info)
         if self._thread is not None and not self._thread.is_alive():
             self._draw_timer.stop()
             if self.runner is not None:

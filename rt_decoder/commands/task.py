@@ -37,30 +37,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["closed", "observe"], default="closed",
                    help="closed: the decoder drives the cursor; observe: the cursor moves to each target on its own "
                         "(minimum-jerk, --reach-s) for an open-loop calibration block. Default closed")
-    p.add_argument("--decoder", default=S.DEFAULT_DECODER_NAME,
+    p.add_argument("--decoder", metavar="NAME", default=S.DEFAULT_DECODER_NAME,
                    help=f"name of the decoder's Kinematics stream (default {S.DEFAULT_DECODER_NAME})")
-    p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the decoder stream before giving up (default 10)")
-    p.add_argument("--lead-s", type=float, default=1.0,
+    p.add_argument("--wait", metavar="S", type=float, default=10.0, help="seconds to wait for the decoder stream before giving up (default 10)")
+    p.add_argument("--lead-s", metavar="S", type=float, default=1.0,
                    help="seconds of inter-trial state (cursor at the centre) before block_start, so recorders and the "
                         "participant connect first (default 1)")
-    p.add_argument("--trials", type=int, help="end the block after N trials (exit 0)")
-    p.add_argument("--duration", type=float, help="end the block after S seconds (a trial in progress is dropped)")
-    p.add_argument("--workspace", type=float, default=S.WORKSPACE_HALF_CM,
+    p.add_argument("--trials", metavar="N", type=int, help="end the block after N trials (exit 0)")
+    p.add_argument("--duration", metavar="S", type=float, help="end the block after S seconds (a trial in progress is dropped)")
+    p.add_argument("--workspace", metavar="CM", type=float, default=S.WORKSPACE_HALF_CM,
                    help=f"workspace half-width in cm: the square [-W, W]^2 (default {S.WORKSPACE_HALF_CM:g})")
-    p.add_argument("--ring-radius", type=float, default=S.RING_RADIUS_CM, help=f"center-out ring radius, cm (default {S.RING_RADIUS_CM:g})")
-    p.add_argument("--target-radius", type=float, default=S.TARGET_RADIUS_CM,
+    p.add_argument("--ring-radius", metavar="CM", type=float, default=S.RING_RADIUS_CM, help=f"center-out ring radius, cm (default {S.RING_RADIUS_CM:g})")
+    p.add_argument("--target-radius", metavar="CM", type=float, default=S.TARGET_RADIUS_CM,
                    help=f"target radius in cm; the cursor is in when |cursor - target| <= radius (default {S.TARGET_RADIUS_CM:g})")
-    p.add_argument("--hold-ms", type=float, default=S.HOLD_S * 1000, help=f"hold time inside the target, ms (default {S.HOLD_S * 1000:g})")
-    p.add_argument("--timeout-s", type=float, default=S.TIMEOUT_S, help=f"trial timeout, s (default {S.TIMEOUT_S:g})")
-    p.add_argument("--iti-ms", type=float, default=S.ITI_S * 1000, help=f"inter-trial interval, ms (default {S.ITI_S * 1000:g})")
-    p.add_argument("--grid", type=int, default=5, help="grid task: N x N cells over the workspace (default 5)")
-    p.add_argument("--reach-s", type=float, default=1.0, help="observe mode: duration of each reach, s (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the target order (default 0)")
-    p.add_argument("--gain", type=float, default=1.0, help="velocity control: cursor += gain * v * dt (default 1)")
-    p.add_argument("--rate", type=float, default=S.TASK_RATE_HZ, help=f"task update rate, Hz (default {S.TASK_RATE_HZ:g})")
-    p.add_argument("--name", default=S.DEFAULT_TASK_NAME, help=f"stream name prefix: NAME-state, NAME-markers, NAME-pointer (default {S.DEFAULT_TASK_NAME})")
+    p.add_argument("--hold-ms", metavar="MS", type=float, default=S.HOLD_S * 1000, help=f"hold time inside the target, ms (default {S.HOLD_S * 1000:g})")
+    p.add_argument("--timeout-s", metavar="S", type=float, default=S.TIMEOUT_S, help=f"trial timeout, s (default {S.TIMEOUT_S:g})")
+    p.add_argument("--iti-ms", metavar="MS", type=float, default=S.ITI_S * 1000, help=f"inter-trial interval, ms (default {S.ITI_S * 1000:g})")
+    p.add_argument("--grid", metavar="N", type=int, default=5, help="grid task: N x N cells over the workspace; holding --hold-ms in any cell selects it (the cell the cursor is in at target on counts only after the cursor has left it) (default 5)")
+    p.add_argument("--reach-s", metavar="S", type=float, default=1.0, help="observe mode: duration of each reach, s (default 1)")
+    p.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the target order (default 0)")
+    p.add_argument("--gain", metavar="G", type=float, default=1.0, help="velocity control: cursor += gain * v * dt (default 1)")
+    p.add_argument("--rate", metavar="HZ", type=float, default=S.TASK_RATE_HZ, help=f"task update rate, Hz (default {S.TASK_RATE_HZ:g})")
+    p.add_argument("--name", metavar="NAME", default=S.DEFAULT_TASK_NAME, help=f"stream name prefix: NAME-state, NAME-markers, NAME-pointer (default {S.DEFAULT_TASK_NAME})")
+    p.add_argument("--priority", choices=["realtime", "normal"], default="realtime",
+                   help="realtime: SCHED_FIFO for the task loop's thread when permitted, so updates wake on time on a "
+                        "busy machine (default realtime)")
     p.add_argument("--headless", action="store_true", help="no window (no NAME-pointer stream either)")
-    p.add_argument("--out", type=Path, help="write trials.csv and summary.json into this directory")
+    p.add_argument("--out", metavar="DIR", type=Path, help="write trials.csv and summary.json into this directory")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TaskConfig(task=args.task, mode=args.mode, workspace=args.workspace, ring_radius=args.ring_radius,
                      target_radius=args.target_radius, hold_s=args.hold_ms / 1000.0, timeout_s=args.timeout_s,
                      iti_s=args.iti_ms / 1000.0, grid=args.grid, seed=args.seed, reach_s=args.reach_s, n_trials=args.trials)
-    settings = RunnerSettings(name=args.name, decoder=args.decoder, gain=args.gain, rate=args.rate, wait_s=args.wait, lead_s=args.lead_s,
+    settings = RunnerSettings(name=args.name, decoder=args.decoder, gain=args.gain, rate=args.rate, wait_s=args.wait, lead_s=args.lead_s, priority=args.priority,
                               duration_s=args.duration, out=args.out)
     runner = TaskRunner(cfg, settings)
     if args.headless:
