@@ -110,3 +110,24 @@ def test_recorder_bins_like_the_runtime_and_aligns_the_task(tmp_path):
     assert dec_ok.sum() == 5
     np.testing.assert_allclose(b.extra["decoded"][dec_ok, 0], [0, 1, 2, 3, 4])
     assert np.isnan(b.extra["target_x"][0]) and b.extra["target_x"][-1] == 8.0
+
+
+def test_intent_tracking_hand_case():
+    from rt_decoder.closedloop.experiment import intent_tracking
+
+    T = 6
+    ang = np.radians(np.array([0.0, 90.0, 180.0, 45.0, 0.0, 0.0]))
+    intent = 10.0 * np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    rot = np.radians(10.0)
+    R = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
+    decoded = 0.5 * intent @ R.T
+    decoded[4:] = [[3.0, 4.0], [0.0, 1.0]]      # two hold bins: speeds 5 and 1
+    state = np.array([S.STATE_REACH] * 4 + [S.STATE_HOLD] * 2)
+    rec = Recording(counts=np.zeros((T, 2), np.int32), bin_s=0.02, behavior=np.zeros((T, 4)),
+                    behavior_names=["pos_x", "pos_y", "vel_x", "vel_y"],
+                    extra={"intent": intent, "decoded": decoded, "decoded_names": np.array(["vel_x", "vel_y"]),
+                           "task_state": state}).validate()
+    t = intent_tracking(rec)
+    assert t["reach_bins"] == 4 and t["hold_bins"] == 2
+    assert t["reach_speed_ratio"] == pytest.approx(0.5) and t["reach_angle_error_deg"] == pytest.approx(10.0)
+    assert t["hold_decoded_speed_cm_s"] == pytest.approx(3.0)

@@ -28,6 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..recording import Recording, save_npz, split_bounds
 from . import streams as S
 from .procs import ExperimentError, Procs, cli, last_line
@@ -129,6 +131,8 @@ class Session:
                                 bin_s=self.bin_ms / 1000.0, source=str(folder / "block.npz"))
         save_npz(block, folder / "block.npz")
         summary = self._block_summary(folder, mode, model, time.monotonic() - t0)
+        if model is not None:
+            summary["intent_tracking"] = intent_tracking(block)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
         self.log(f"{folder.name}: {format_metrics(summary)}")
         return Block(folder.name, folder, block, summary)
@@ -214,6 +218,34 @@ class Session:
                    "figure": str(fig), "participant": participant_desc(obs.folder)}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         return summary
+
+
+def intent_tracking(block: Recording) -> dict:
+    """How the decoded velocity follows the participant's intention (only a simulated participant
+    publishes it): during reaches, the median decoded/intended speed ratio and angle error; during
+    holds, the mean decoded speed (what makes holding hard). Diagnoses a ReFIT that does not help."""
+    ex = block.extra
+    if "intent" not in ex or "decoded" not in ex:
+        return {}
+    names = [str(n) for n in np.asarray(ex["decoded_names"]).ravel()]
+    if "vel_x" not in names or "vel_y" not in names:
+        return {}
+    dec = np.asarray(ex["decoded"], np.float64)[:, [names.index("vel_x"), names.index("vel_y")]]
+    it = np.asarray(ex["intent"], np.float64)
+    state = np.asarray(ex["task_state"])
+    ok = np.isfinite(dec).all(axis=1) & np.isfinite(it).all(axis=1)
+    reach = ok & (state == S.STATE_REACH) & (np.hypot(it[:, 0], it[:, 1]) > 1.0)
+    hold = ok & (state == S.STATE_HOLD)
+    out: dict = {"reach_bins": int(reach.sum()), "hold_bins": int(hold.sum())}
+    if reach.any():
+        si, sd = np.hypot(*it[reach].T), np.hypot(*dec[reach].T)
+        cos = (it[reach] * dec[reach]).sum(axis=1) / np.maximum(si * sd, 1e-9)
+        out |= {"reach_speed_ratio": float(np.median(sd / si)),
+                "reach_angle_error_deg": float(np.median(np.degrees(np.arccos(np.clip(cos, -1, 1))))),
+                "reach_intent_speed_cm_s": float(si.mean()), "reach_decoded_speed_cm_s": float(sd.mean())}
+    if hold.any():
+        out["hold_decoded_speed_cm_s"] = float(np.hypot(*dec[hold].T).mean())
+    return out
 
 
 def participant_desc(folder: Path) -> dict:
