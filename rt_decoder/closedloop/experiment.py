@@ -76,6 +76,7 @@ class Session:
     prefix: str = field(default_factory=lambda: f"cl{uuid.uuid4().hex[:6]}")
     participant_command: list[str] = field(default_factory=lambda: cli("participant"))  # a real rig: its own
     log: object = print
+    _session_procs: Procs | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
@@ -98,15 +99,20 @@ class Session:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         n = self.names(folder.name.split("-")[0])
+        if self._session_procs is not None:  # one participant for the whole session, one task name
+            n |= {"task": f"{self.prefix}-task", "participant": f"{self.prefix}-p"}
         spikes, intent = S.spikes_name(n["participant"]), S.intent_name(n["participant"])
         state, markers = S.state_name(n["task"]), S.markers_name(n["task"])
-        rec = StreamRecorder([spikes, state, markers, intent, n["decoder"], n["stats"]]).start()
+        rec = StreamRecorder([spikes, state, markers, intent, n["decoder"], n["stats"]], any_age=(spikes, intent)).start()
         t0 = time.monotonic()
         try:
             with Procs(folder / "logs") as procs:
-                procs.start("participant", [*self.participant_command, "--name", n["participant"], "--task", n["task"],
+                here = procs if self._session_procs is None else self._session_procs
+                if "participant" not in here.procs:
+                    log_to = folder if self._session_procs is None else self.out
+                    here.start("participant", [*self.participant_command, "--name", n["participant"], "--task", n["task"],
                                                "--seed", str(self.seed), "--wait", "60",
-                                               "--log", str(folder / "participant.json"), *self.participant_args])
+                                               "--log", str(log_to / "participant.json"), *self.participant_args])
                 if model is not None:
                     procs.start("decoder", cli("run", model, "--input", spikes, "--output", n["decoder"],
                                                "--stats", n["stats"], "--budget-ms", self.budget_ms,
@@ -120,10 +126,10 @@ class Session:
                     task.append("--headless")
                 procs.start("task", task)
                 per_trial = OBSERVE_TRIAL_S if mode == "observe" else self.timeout_s + S.HOLD_S + S.ITI_S
-                procs.wait("task", timeout=90 + 1.5 * (duration_s or trials * per_trial))
+                procs.wait("task", timeout=90 + 1.5 * (duration_s or trials * per_trial), also=self._session_procs)
                 if model is not None:
                     procs.stop("decoder")
-                procs.stop("participant")
+                procs.stop("participant")  # a per-block participant (the session's keeps running)
         finally:
             raw = rec.stop()
         save_streams(raw, folder / "streams.npz")
@@ -203,11 +209,20 @@ class Session:
     def run(self, observation: Block | None = None) -> dict:
         """The five steps; returns the session summary (also written to OUT/summary.json)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        obs = observation or self.observe()
-        m1 = self.train(observation_recording(obs.recording), self.out / "2-model")
-        cl1 = self.run_block(self.out / "3-closed", "closed", self.trials, model=m1)
-        m2 = self.train(refit_recording(cl1.recording), self.out / "4-model-refit")
-        cl2 = self.run_block(self.out / "5-closed-refit", "closed", self.trials, model=m2)
+        # one participant process for the whole session (as one person sits through it): its drift,
+        # if any, runs on across blocks and the training pauses
+        with Procs(self.out / "logs") as session:
+            self._session_procs = session
+            try:
+                obs = observation or self.observe()
+                m1 = self.train(observation_recording(obs.recording), self.out / "2-model")
+                session.check()
+                cl1 = self.run_block(self.out / "3-closed", "closed", self.trials, model=m1)
+                m2 = self.train(refit_recording(cl1.recording), self.out / "4-model-refit")
+                session.check()
+                cl2 = self.run_block(self.out / "5-closed-refit", "closed", self.trials, model=m2)
+            finally:
+                self._session_procs = None
         blocks = [obs, cl1, cl2]
         from .figure import session_figure
 

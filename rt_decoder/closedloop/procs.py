@@ -58,13 +58,16 @@ class Procs:
             raise ExperimentError(f"{name} exited with status {rc}: {last_line(self.logs[name]) or 'no output'} "
                                   f"(log {self.logs[name]})")
 
-    def wait(self, name: str, timeout: float, others_must_run: bool = True) -> int:
-        """Wait for `name` to exit on its own, watching the others; ExperimentError on timeout or failure."""
+    def wait(self, name: str, timeout: float, others_must_run: bool = True, also: Procs | None = None) -> int:
+        """Wait for `name` to exit on its own, watching the others (and `also`'s); ExperimentError on
+        timeout or failure."""
         p = self.procs[name]
         deadline = time.monotonic() + timeout
         while p.poll() is None:
             if others_must_run:
                 self.check(allow_exit=(name,))
+                if also is not None:
+                    also.check()
             if time.monotonic() > deadline:
                 raise ExperimentError(f"{name} did not finish within {timeout:.0f} s (log {self.logs[name]})")
             time.sleep(0.1)

@@ -84,11 +84,14 @@ class StreamRecorder:
     """Record named LSL streams in a background thread; streams that appear late are picked up.
 
     Only outlets created after `not_before` (LSL local clock) are taken, so a block never records a
-    stale outlet of the same name from the block before.
+    stale outlet of the same name from the block before; `any_age` names (a source that lives across
+    blocks, e.g. the participant) are taken whenever they were created.
     """
 
-    def __init__(self, names: list[str], not_before: float | None = None, poll_s: float = 0.02) -> None:
+    def __init__(self, names: list[str], not_before: float | None = None, poll_s: float = 0.02,
+                 any_age: tuple[str, ...] = ()) -> None:
         self.names = list(dict.fromkeys(names))
+        self.any_age = set(any_age)
         self.poll_s = poll_s
         self.lsl = L.pylsl()
         self.not_before = self.lsl.local_clock() - 0.5 if not_before is None else not_before
@@ -108,7 +111,8 @@ class StreamRecorder:
         for name in self.names:
             if name in self._live:
                 continue
-            found = [i for i in self.lsl.resolve_byprop("name", name, 0, 0.1) if i.created_at() >= self.not_before]
+            found = [i for i in self.lsl.resolve_byprop("name", name, 0, 0.1)
+                     if name in self.any_age or i.created_at() >= self.not_before]
             if not found:
                 continue
             info = max(found, key=lambda i: i.created_at())
