@@ -42,6 +42,7 @@ def test_short_wiener_session_writes_every_file(tmp_path):
     for b in BLOCKS[1:]:
         s = json.loads((out / b / "summary.json").read_text())
         assert s["trials"] == 4 and s["decode_latency_ms"]["p99"] > 0 and s["decoded_bins"] > 50
+        assert s["success_rate"] > 0  # the loop is closed: the session's participant saw each new task
         with np.load(out / b / "block.npz") as z:  # the decoder's output was recorded next to the spikes
             assert np.isfinite(z["decoded"]).mean() > 0.9 and list(z["decoded_names"]) == ["vel_x", "vel_y"]
     for m in ("2-model/wiener.onnx", "4-model-refit/wiener.onnx"):
