@@ -195,6 +195,10 @@ def test_same_seed_same_spikes_model(encoding: str) -> None:
     assert a.sum() > 1000
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+    # --seed is the session's noise and spikes; --array-seed is the neurons: same array across sessions
+    m7, m8 = ParticipantModel(ParticipantConfig(seed=7)), ParticipantModel(ParticipantConfig(seed=8))
+    assert np.array_equal(m7.encoder.pd, m8.encoder.pd)
+    assert not np.array_equal(m7.encoder.pd, ParticipantModel(ParticipantConfig(seed=7, array_seed=1)).encoder.pd)
 
 
 def test_same_seed_same_spikes_over_lsl() -> None:

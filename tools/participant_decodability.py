@@ -8,6 +8,7 @@ It tells how hard each encoding makes decoding before any closed-loop run:
 
     python tools/participant_decodability.py cosine
     python tools/participant_decodability.py fit:../shared/data/chestek_contdata95/contdata95.mat
+    python tools/participant_decodability.py cosine --minutes 4 --npz calib.npz   # a calibration block
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rt_decoder.baselines import fit_wiener_params
 from rt_decoder.closedloop import streams as S
 from rt_decoder.closedloop.participant import ParticipantConfig, ParticipantModel
 from rt_decoder.metrics import r2
-from rt_decoder.recording import Recording
+from rt_decoder.recording import Recording, save_npz
 
 
 def oracle_block(cfg: ParticipantConfig, seconds: float, bin_s: float = 0.02) -> tuple[Recording, int]:
@@ -47,17 +48,25 @@ def oracle_block(cfg: ParticipantConfig, seconds: float, bin_s: float = 0.02) ->
     n = len(U) // per * per
     U2 = np.array(U[:n]).reshape(-1, per, 2).mean(axis=1)
     C2 = np.array(C[:n]).reshape(-1, per, m.D).sum(axis=1)
-    return Recording(C2, bin_s, U2, ["vel_x", "vel_y"], source=f"oracle block ({cfg.encoding})"), acquired
+    names = getattr(m.encoder, "channel_names", None) or [f"ch{i}" for i in range(m.D)]
+    rec = Recording(C2, bin_s, U2, ["vel_x", "vel_y"], channel_names=names, source=f"oracle block ({cfg.encoding})")
+    return rec.validate(), acquired
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("encoding", help="cosine or fit:FILE")
     ap.add_argument("--minutes", type=float, default=4.0)
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="session seed (noise, spikes)")
+    ap.add_argument("--array-seed", type=int, default=0, help="the array (tuning); keep it for the live session")
+    ap.add_argument("--npz", help="also write the block as a canonical .npz (labels vel_x, vel_y = intention), "
+                                  "e.g. to calibrate a decoder with `rt-decoder train --data`")
     a = ap.parse_args()
-    cfg = ParticipantConfig(encoding=a.encoding, seed=a.seed)
+    cfg = ParticipantConfig(encoding=a.encoding, seed=a.seed, array_seed=a.array_seed)
     rec, acquired = oracle_block(cfg, a.minutes * 60.0)
+    if a.npz:
+        save_npz(rec, a.npz)
+        print(f"wrote {a.npz}: {rec.n_bins} bins of {rec.bin_s * 1000:g} ms, {rec.n_channels} channels")
     h = rec.n_bins // 2
     t = int(h * 0.8)
     params = fit_wiener_params(rec.slice(0, t), rec.slice(t, h))

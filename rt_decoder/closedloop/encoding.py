@@ -159,7 +159,7 @@ class Encoder:
         return [] if self._drift is None else list(self._drift.events)
 
     def params(self) -> dict[str, Any]:
-        return {"encoding": self.kind, "n_channels": self.n_channels, "encoding_seed": self.seed,
+        return {"encoding": self.kind, "n_channels": self.n_channels, "array_seed": self.seed,
                 **{f"drift_{k}": v for k, v in asdict(self.drift).items()}}
 
 

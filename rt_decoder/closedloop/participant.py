@@ -16,6 +16,8 @@ pushed against a drift-free clock like the replay (runtime/player.py): bin n end
 T0 + (n + 1) / source_rate with T0 on the grid announced in the desc (`bin_origin`). The intention
 goes out as `<name>-intent` (one sample per tick, stamped at the tick).
 
+Two seeds: `array_seed` fixes the array (tuning, drift), so blocks of one experiment (and its
+calibration) see the same neurons; `seed` fixes the session's motor noise and spikes.
 Determinism: tick k draws all of its randomness (motor noise, shared gain, over-dispersion,
 Poisson counts, event times) from its own generator seeded (seed, k), in a fixed order, so the
 same seed and the same seen states at each tick give the same spikes, however the process was
@@ -61,12 +63,14 @@ class ParticipantConfig:
     gain: float = 4.0                  # 1/s: intended velocity per cm of distance to the target
     noise: float = 1.5                 # cm/s: stationary s.d. of the OU motor noise (per axis)
     noise_tau_s: float = 0.2
-    seed: int = 0
+    seed: int = 0                      # this session's motor noise and spikes
+    array_seed: int = 0                # the array: tuning (cosine preferred directions, baselines) and its drift
     drift: Drift = field(default_factory=Drift)
     duration_s: float | None = None
     wait_s: float = 10.0
     until_done: bool = False           # stop after the task's `done` state
     log: str | None = None
+    priority: str = "normal"           # realtime: SCHED_FIFO for the pushing thread when permitted
 
     def check(self) -> ParticipantConfig:
         def pos(name: str, v: float, zero: bool = False) -> None:
@@ -75,6 +79,8 @@ class ParticipantConfig:
 
         if self.intent not in ("auto", "mouse"):
             raise DataError(f"--intent must be auto or mouse, got {self.intent!r}")
+        if self.priority not in ("realtime", "normal"):
+            raise DataError(f"--priority must be realtime or normal, got {self.priority!r}")
         if self.fmt not in ("counts", "events"):
             raise DataError(f"--format must be counts or events, got {self.fmt!r}")
         pos("source-rate", self.source_rate)
@@ -140,7 +146,7 @@ class ParticipantModel:
 
     def __init__(self, cfg: ParticipantConfig, encoder: Encoder | None = None) -> None:
         self.cfg = cfg.check()
-        self.encoder = encoder or make_encoder(cfg.encoding, cfg.channels, cfg.max_speed, cfg.seed, cfg.drift)
+        self.encoder = encoder or make_encoder(cfg.encoding, cfg.channels, cfg.max_speed, cfg.array_seed, cfg.drift)
         self.D = self.encoder.n_channels
         self.f = cfg.factor
         self.dt = 1.0 / cfg.source_rate
@@ -233,7 +239,7 @@ class Participant:
         D = self.model.D
         self.channel_names = getattr(self.encoder, "channel_names", None) or [f"ch{i}" for i in range(D)]
         # "n_channels", not "channels": desc/channels already holds the channel labels
-        self.params = {**self.encoder.params(), **{k: v for k, v in cfg.params().items() if k != "channels"}, "n_channels": D,
+        self.params = {**{k: v for k, v in cfg.params().items() if k != "channels"}, **self.encoder.params(), "n_channels": D,
                        "intent_controller": ("v = gain * (target - seen cursor), |v| <= max_speed, + OU noise; 0 in "
                                              "inter-trial and inside the target") if cfg.intent == "auto" else
                                             "v = gain * (pointer - seen cursor), |v| <= max_speed",
@@ -390,7 +396,9 @@ class Participant:
 
     def _run(self) -> None:
         from ..runtime import lsl as L
+        from ..runtime.priority import raise_priority
 
+        self.priority = raise_priority(self.cfg.priority)
         clock = L.pylsl().local_clock
         c, dt = self.cfg, self.model.dt
         n_total = None if c.duration_s is None else max(1, int(round(c.duration_s * c.source_rate)))
@@ -426,9 +434,12 @@ class Participant:
         if wait_consumers_s > 0:
             self.spikes_out.wait_for_consumers(wait_consumers_s)
 
+        from ..runtime.priority import quiet_gc
+
         self._header = self._log_header()
         if self.cfg.log:
             write_json_atomic(Path(self.cfg.log), self._header)
+        quiet_gc()  # before the clock starts: a full collection over the set-up's objects takes milliseconds
         lsl = L.pylsl()
         tick = self.model.tick_s
         m = math.ceil((lsl.local_clock() + lead_s - self.origin) / tick)
@@ -493,5 +504,6 @@ class Participant:
                     "spikes": self.stats["spikes"], "mean_rate_hz": self.stats["spikes"] / max(secs, 1e-9) / self.model.D,
                     **{k: v for k, v in self.stats.items() if k != "spikes"},
                     "mean_intended_speed_cm_s": self._speed_sum / moving if moving else 0.0,
-                    "unit_events": self.encoder.unit_events(), "timing": self.timing()})
+                    "unit_events": self.encoder.unit_events(), "timing": self.timing(),
+                    "priority_obtained": getattr(self, "priority", None)})
         return out

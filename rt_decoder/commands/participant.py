@@ -18,7 +18,8 @@ Encodings:
 Spikes flow from the start (intention 0 until the task is seen), so the decoder can connect first;
 the task's state stream must appear within --wait seconds. Every parameter goes into the spikes
 stream's desc and into --log FILE (JSON; header at start, full log at the end). Same --seed and
-the same task states -> the same spikes.
+the same task states -> the same spikes; --array-seed fixes the neurons (tuning, drift), so
+keep it across the blocks of an experiment and vary --seed.
 
 Example (three terminals, or the experiment command):
   rt-decoder participant --encoding cosine --seed 1
@@ -59,7 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", type=float, default=1.5,
                    help="motor noise: s.d. per axis of an Ornstein-Uhlenbeck velocity noise, cm/s (default 1.5; 0 = none)")
     p.add_argument("--noise-tau", type=float, default=0.2, help="motor noise time constant, s (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed for tuning, noise and spikes (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of this session's motor noise and spikes (default 0)")
+    p.add_argument("--array-seed", type=int, default=0,
+                   help="seed of the array: cosine tuning and drift; keep it across the blocks of an experiment (default 0)")
     d = p.add_argument_group("non-stationarity (default: none)")
     d.add_argument("--pd-drift", type=float, default=0.0, metavar="DEG_PER_MIN",
                    help="preferred directions rotate, each at a random rate in [-x, x] deg/min")
@@ -73,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until-done", action="store_true", help="stop when the task's block ends (state done)")
     p.add_argument("--log", help="write the session log (JSON: every parameter, counts, timing) to FILE")
     p.add_argument("--wait", type=float, default=10.0, help="how long to wait for <task>-state, s (default 10)")
+    p.add_argument("--priority", choices=["realtime", "normal"], default="realtime",
+                   help="realtime: SCHED_FIFO for the pushing thread when permitted, as for replay (default realtime)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,18 +85,20 @@ def run(args: argparse.Namespace) -> int:
 
     from rt_decoder.closedloop.encoding import Drift
     from rt_decoder.closedloop.participant import Participant, ParticipantConfig
+    from rt_decoder.runtime.priority import raise_priority
 
     say = lambda s: print(f"rt-decoder participant: {s}", file=sys.stderr, flush=True)  # noqa: E731
     cfg = ParticipantConfig(
         task=args.task, name=args.name, encoding=args.encoding, intent=args.intent, channels=args.channels,
         source_rate=args.source_rate, control_rate=args.control_rate, fmt=args.format,
         visual_delay_s=args.visual_delay_ms / 1000.0, max_speed=args.max_speed, gain=args.gain, noise=args.noise,
-        noise_tau_s=args.noise_tau, seed=args.seed,
+        noise_tau_s=args.noise_tau, seed=args.seed, array_seed=args.array_seed,
         drift=Drift(args.pd_drift, args.baseline_drift, args.units_lost, args.units_gained),
-        duration_s=args.duration, wait_s=args.wait, until_done=args.until_done, log=args.log).check()
+        duration_s=args.duration, wait_s=args.wait, until_done=args.until_done, log=args.log, priority=args.priority).check()
+    raise_priority(args.priority)  # before the outlets exist, so liblsl's threads inherit it
     p = Participant(cfg, log=say)
     enc = p.encoder
-    say(enc.summary() if hasattr(enc, "summary") else f"{enc.kind} encoding, {enc.n_channels} channels, seed {cfg.seed}")
+    say(enc.summary() if hasattr(enc, "summary") else f"{enc.kind} encoding, {enc.n_channels} channels, array seed {cfg.array_seed}")
     kind = "SpikeCounts" if cfg.fmt == "counts" else "SpikeEvents"
     say(f"publishing {cfg.name}-spikes ({kind}, {enc.n_channels} ch, {cfg.source_rate:g} Hz) and {cfg.name}-intent; "
         f"waiting up to {cfg.wait_s:g} s for {cfg.task}-state; intent {cfg.intent}, visual delay {args.visual_delay_ms:g} ms"
