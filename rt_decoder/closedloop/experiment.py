@@ -75,6 +75,7 @@ class Session:
     timeout_s: float = S.TIMEOUT_S
     prefix: str = field(default_factory=lambda: f"cl{uuid.uuid4().hex[:6]}")
     participant_command: list[str] = field(default_factory=lambda: cli("participant"))  # a real rig: its own
+    spikes: str | None = None  # an existing spike stream (a real array): no simulated participant is started
     log: object = print
     _session_procs: Procs | None = field(default=None, repr=False)
 
@@ -102,13 +103,16 @@ class Session:
         if self._session_procs is not None:  # one participant for the whole session, one task name
             n |= {"task": f"{self.prefix}-task", "participant": f"{self.prefix}-p"}
         spikes, intent = S.spikes_name(n["participant"]), S.intent_name(n["participant"])
+        if self.spikes:
+            spikes, intent = self.spikes, None
         state, markers = S.state_name(n["task"]), S.markers_name(n["task"])
-        rec = StreamRecorder([spikes, state, markers, intent, n["decoder"], n["stats"]], any_age=(spikes, intent)).start()
+        wanted = [spikes, state, markers, n["decoder"], n["stats"]] + ([intent] if intent else [])
+        rec = StreamRecorder(wanted, any_age=(spikes, intent or spikes)).start()
         t0 = time.monotonic()
         try:
             with Procs(folder / "logs") as procs:
                 here = procs if self._session_procs is None else self._session_procs
-                if "participant" not in here.procs:
+                if not self.spikes and "participant" not in here.procs:
                     log_to = folder if self._session_procs is None else self.out
                     here.start("participant", [*self.participant_command, "--name", n["participant"], "--task", n["task"],
                                                "--seed", str(self.seed), "--wait", "60",

@@ -13,6 +13,7 @@ the whole session.
 
   rt-decoder experiment --decoder wiener --out runs/session --trials 40
   rt-decoder experiment --decoder ours --participant "--encoding fit:../shared/data/chestek_contdata95/contdata95.mat" --out runs/s2
+  rt-decoder experiment --decoder ours --spikes array-spikes --out runs/day1     (a real array, task window shown)
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="session folder (blocks, models, figure, summary)")
     p.add_argument("--participant", default="", metavar="FLAGS",
                    help='extra flags for `rt-decoder participant`, quoted, e.g. "--encoding fit:FILE --channels 64"')
+    p.add_argument("--spikes", metavar="NAME",
+                   help="decode this existing LSL spike stream (a real array: SpikeCounts or SpikeEvents) instead of "
+                        "starting a simulated participant; run the task with its window so the person sees the cursor")
+    p.add_argument("--name", metavar="PREFIX",
+                   help="stream name prefix: the task publishes PREFIX-task-state/-markers, the decoder PREFIX-<block>-dec "
+                        "(default: a unique cl<hex>, so sessions on one network never collide)")
     p.add_argument("--task", default="", metavar="FLAGS", help='extra flags for `rt-decoder task`, quoted, e.g. "--task random"')
     p.add_argument("--headless", action="store_true", help="no task window (default: show it)")
     p.add_argument("--observe-s", type=float, default=60.0, help="length of the observation block in seconds (default 60)")
@@ -48,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
     s = Session(decoder=args.decoder, out=args.out, participant_args=shlex.split(args.participant),
                 task_args=shlex.split(args.task), headless=args.headless, observe_s=args.observe_s,
                 trials=args.trials, seed=args.seed, budget_ms=args.budget_ms, config=args.config,
-                time_limit_s=args.time_limit, log=lambda line: print(f"rt-decoder experiment: {line}", flush=True))
+                time_limit_s=args.time_limit, spikes=args.spikes, **({"prefix": args.name} if args.name else {}), log=lambda line: print(f"rt-decoder experiment: {line}", flush=True))
     return session_main(s)
