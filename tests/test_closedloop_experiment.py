@@ -62,3 +62,19 @@ def test_a_failing_participant_is_one_clear_line(tmp_path):
     assert p.returncode == 2
     err = [line for line in p.stderr.strip().splitlines() if line.strip()]
     assert len(err) == 1 and "participant" in err[0] and "Traceback" not in p.stderr
+
+
+def test_bench_table_and_bad_decoder_list():
+    from rt_decoder.closedloop.bench import COLUMNS, table
+
+    rows = {"ours": {"trials": 40, "success_rate": 0.975, "time_to_target_s": 1.2, "path_efficiency": 0.99,
+                     "bitrate_bps": 1.25, "latency_p99_ms": 2.5},
+            "ours+refit": {"trials": 40, "success_rate": 1.0, "time_to_target_s": float("nan"), "path_efficiency": None,
+                           "bitrate_bps": 1.0, "latency_p99_ms": 3.0}}
+    lines = table(rows).splitlines()
+    assert lines[0].split() == ["decoder", *COLUMNS] and len(lines) == 4
+    assert lines[2].split() == ["ours", "40", "97.5%", "1.200", "0.990", "1.250", "2.500"]
+    assert lines[3].split() == ["ours+refit", "40", "100.0%", "-", "-", "1.000", "3.000"]
+    p = subprocess.run([sys.executable, "-m", "rt_decoder.cli", "bench", "closed-loop", "--decoders", "ours,gru"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "gru" in p.stderr
