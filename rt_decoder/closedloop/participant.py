@@ -89,7 +89,7 @@ class ParticipantConfig:
         if abs(f - round(f)) > 1e-6 or round(f) < 1:
             raise DataError(f"--source-rate {self.source_rate:g} Hz must be a whole multiple of the control rate "
                             f"({self.control_rate:g} Hz)")
-        pos("visual-delay-ms", self.visual_delay_s, zero=True)
+        pos("visual-delay-ms", self.visual_delay_s * 1000.0, zero=True)
         pos("max-speed", self.max_speed)
         pos("gain", self.gain, zero=True)
         pos("noise", self.noise, zero=True)
