@@ -22,6 +22,7 @@ TARGETS = {
     "accuracy": ("training.bench", "accuracy"),
     "generate": ("training.bench", "generate"),
     "sessions": ("training.sessions_bench", "sessions"),
+    "closed-loop": ("rt_decoder.closedloop.bench", "closed_loop"),
 }
 
 

@@ -1,0 +1,315 @@
+"""A closed-loop session the way labs run one (DESIGN §9): observe -> train -> closed loop -> ReFIT -> closed loop.
+
+  1-observe       open-loop observation block: the task moves the cursor to each target on its
+                  own, the participant intends it; recorded to a canonical npz
+  2-model         the decoder trained on that block, labels = the cursor's velocity (vel_x, vel_y):
+                  ours through `rt-decoder train` (its own process: torch never enters this one),
+                  Wiener / Kalman through the same fit as `train` (evaluation.evaluate_baselines)
+  3-closed        closed-loop block: participant -> `rt-decoder run` -> task
+  4-model-refit   ReFIT recalibration (refit.py, Gilja et al. 2012) on block 3's data
+  5-closed-refit  closed-loop block with the recalibrated decoder
+
+Each block runs the real commands (`rt-decoder participant`, `run`, `task`) as child processes,
+any of which a real rig can replace, plus a recorder in this process. Each block folder holds
+block.npz (canonical, DESIGN §3), streams.npz (every LSL sample of the block), trials.csv and
+summary.json (the task's metrics + decode latency from the runtime's summary), logs/; the
+session folder holds figure.png (trajectories and metrics per block) and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..recording import Recording, save_npz, split_bounds
+from . import streams as S
+from .procs import ExperimentError, Procs, cli, last_line
+from .recorder import StreamRecorder, block_recording, save_streams
+from .refit import observation_recording, refit_recording
+
+DECODERS = ("ours", "wiener", "kalman")
+METRIC_KEYS = ("trials", "success_rate", "time_to_target_s", "path_efficiency", "bitrate_bps")
+OBSERVE_TRIAL_S = 1.8  # an observation trial: ~1 s reach + 0.5 s hold + 0.3 s inter-trial
+
+
+def default_config() -> Path:
+    """The shipped `closedloop` config (a short session's training config); works installed too."""
+    from ..configs import path_of
+
+    return path_of("closedloop")
+
+
+@dataclass
+class Block:
+    """One recorded block: its folder, canonical recording and summary."""
+
+    label: str
+    folder: Path
+    recording: Recording
+    summary: dict
+
+
+@dataclass
+class Session:
+    """Everything a session needs; `run()` executes it. `log` receives one line per step."""
+
+    decoder: str
+    out: Path
+    participant_args: list[str] = field(default_factory=list)
+    task_args: list[str] = field(default_factory=list)
+    headless: bool = True
+    observe_s: float = 60.0
+    trials: int = 40
+    seed: int = 0
+    budget_ms: float = 5.0
+    bin_ms: float = 20.0
+    config: Path | None = None
+    time_limit_s: float | None = None
+    timeout_s: float = S.TIMEOUT_S
+    prefix: str = field(default_factory=lambda: f"cl{uuid.uuid4().hex[:6]}")
+    participant_command: list[str] = field(default_factory=lambda: cli("participant"))  # a real rig: its own
+    spikes: str | None = None  # an existing spike stream (a real array): no simulated participant is started
+    log: object = print
+    _session_procs: Procs | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ExperimentError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        self.out = Path(self.out)
+
+    # ------------------------------------------------------------------ blocks
+
+    def names(self, tag: str) -> dict[str, str]:
+        base = f"{self.prefix}-{tag}"
+        return {"task": f"{base}-task", "participant": f"{base}-p", "decoder": f"{base}-dec",
+                "stats": f"{base}-dec-stats"}
+
+    def run_block(self, folder: Path, mode: str, trials: int, model: Path | None = None,
+                  duration_s: float | None = None) -> Block:
+        """Participant (+ runtime) + task as child processes, recorded from here; the block ends
+        after `trials` trials (or `duration_s` seconds)."""
+        folder = Path(folder)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        n = self.names(folder.name.split("-")[0])
+        if self._session_procs is not None:  # one participant for the whole session, one task name
+            n |= {"task": f"{self.prefix}-task", "participant": f"{self.prefix}-p"}
+        spikes, intent = S.spikes_name(n["participant"]), S.intent_name(n["participant"])
+        if self.spikes:
+            spikes, intent = self.spikes, None
+        state, markers = S.state_name(n["task"]), S.markers_name(n["task"])
+        wanted = [spikes, state, markers, n["decoder"], n["stats"]] + ([intent] if intent else [])
+        rec = StreamRecorder(wanted, any_age=(spikes, intent or spikes)).start()
+        t0 = time.monotonic()
+        try:
+            with Procs(folder / "logs") as procs:
+                here = procs if self._session_procs is None else self._session_procs
+                if not self.spikes and "participant" not in here.procs:
+                    log_to = folder if self._session_procs is None else self.out
+                    here.start("participant", [*self.participant_command, "--name", n["participant"], "--task", n["task"],
+                                               "--seed", str(self.seed), "--wait", "60",
+                                               "--log", str(log_to / "participant.json"), *self.participant_args])
+                if model is not None:
+                    procs.start("decoder", cli("run", model, "--input", spikes, "--output", n["decoder"],
+                                               "--stats", n["stats"], "--budget-ms", self.budget_ms,
+                                               "--resolve-timeout", 60, "--json", folder / "runtime.json", "--quiet"))
+                task = cli("task", "--name", n["task"], "--mode", mode, "--out", folder, "--seed", self.seed)
+                task += ["--duration", duration_s] if duration_s else ["--trials", trials]
+                if model is not None:
+                    task += ["--decoder", n["decoder"], "--wait", 60]
+                task += self.task_args
+                if self.headless:
+                    task.append("--headless")
+                procs.start("task", task)
+                per_trial = OBSERVE_TRIAL_S if mode == "observe" else self.timeout_s + S.HOLD_S + S.ITI_S
+                procs.wait("task", timeout=90 + 1.5 * (duration_s or trials * per_trial), also=self._session_procs)
+                if model is not None:
+                    procs.stop("decoder")
+                procs.stop("participant")  # a per-block participant (the session's keeps running)
+        finally:
+            raw = rec.stop()
+        save_streams(raw, folder / "streams.npz")
+        block = block_recording(raw, spikes, state, markers, decoder=n["decoder"], intent=intent,
+                                bin_s=self.bin_ms / 1000.0, source=str(folder / "block.npz"))
+        save_npz(block, folder / "block.npz")
+        summary = self._block_summary(folder, mode, model, time.monotonic() - t0)
+        if model is not None:
+            summary["intent_tracking"] = intent_tracking(block)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.log(f"{folder.name}: {format_metrics(summary)}")
+        return Block(folder.name, folder, block, summary)
+
+    def _block_summary(self, folder: Path, mode: str, model: Path | None, wall_s: float) -> dict:
+        path = folder / "summary.json"
+        if not path.exists() or not (folder / "trials.csv").exists():
+            raise ExperimentError(f"the task wrote no summary.json/trials.csv to {folder} "
+                                  f"(last line of its log: {last_line(folder / 'logs' / 'task.log')})")
+        task = json.loads(path.read_text())
+        out = {"block": folder.name, "mode": mode, "decoder": self.decoder if model is not None else None,
+               "model": str(model) if model is not None else None, "wall_s": round(wall_s, 1),
+               **{k: task.get(k) for k in METRIC_KEYS}, "task": task}
+        rt = folder / "runtime.json"
+        if rt.exists():
+            r = json.loads(rt.read_text())
+            out["decode_latency_ms"] = {"p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
+                                        "max": r["latency_ms"]["max"]}
+            out["latency_p99_ms"] = r["latency_ms"]["p99"]
+            out["deadline_misses"] = r["misses"]
+            out["decoded_bins"] = r["bins"]
+        if isinstance(task.get("update_latency"), dict):
+            out["task_update_latency_ms"] = {k: v for k, v in task["update_latency"].items() if k != "definition"}
+        return out
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, rec: Recording, folder: Path) -> Path:
+        """Fit the session's decoder on `rec` (behaviour vel_x, vel_y) into `folder`; returns the model."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = save_npz(rec, folder / "train.npz")
+        t0 = time.monotonic()
+        if self.decoder == "ours":
+            cfg = self.config or default_config()
+            cmd = cli("train", "--config", cfg, "--data", data, "--out", folder, "--no-baselines", "--seed", self.seed)
+            if self.time_limit_s:
+                cmd += ["--time-limit", str(self.time_limit_s)]
+            with open(folder / "train.log", "w") as f:
+                p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            if p.returncode != 0:
+                raise ExperimentError(f"training failed: {last_line(folder / 'train.log')} (log {folder / 'train.log'})")
+            model = folder / "model.onnx"
+            metrics = json.loads((folder / "metrics.json").read_text())["model"]
+        else:
+            from ..evaluation import evaluate_baselines
+
+            bounds = split_bounds(rec.n_bins, val=0.1, test=0.1)
+            res = evaluate_baselines(rec, bounds, 0, folder)
+            model = folder / f"{self.decoder}.onnx"
+            metrics = res[self.decoder]["model"]
+            (folder / "metrics.json").write_text(json.dumps({"outputs": rec.behavior_names, "bin_s": rec.bin_s,
+                                                             "split": {k: list(v) for k, v in bounds.items()},
+                                                             "baselines": {k: v["model"] for k, v in res.items()}},
+                                                            indent=2, default=float))
+        r2 = [round(float(v), 3) for v in metrics["r2"]]
+        self.log(f"{folder.name}: {self.decoder} trained in {time.monotonic() - t0:.1f} s on {rec.n_bins} bins "
+                 f"(held-out R2 {r2} for {rec.behavior_names})")
+        return model
+
+    # ------------------------------------------------------------------ the session
+
+    def observe(self, folder: Path | None = None) -> Block:
+        """The open-loop observation block (into OUT/1-observe unless `folder` says otherwise)."""
+        n = max(2, int(math.ceil(self.observe_s / OBSERVE_TRIAL_S)))
+        return self.run_block(Path(folder) if folder else self.out / "1-observe", "observe", n, duration_s=self.observe_s)
+
+    def run(self, observation: Block | None = None) -> dict:
+        """The five steps; returns the session summary (also written to OUT/summary.json)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        # one participant process for the whole session (as one person sits through it): its drift,
+        # if any, runs on across blocks and the training pauses
+        with Procs(self.out / "logs") as session:
+            self._session_procs = session
+            try:
+                obs = observation or self.observe()
+                m1 = self.train(observation_recording(obs.recording), self.out / "2-model")
+                session.check()
+                cl1 = self.run_block(self.out / "3-closed", "closed", self.trials, model=m1)
+                m2 = self.train(refit_recording(cl1.recording), self.out / "4-model-refit")
+                session.check()
+                cl2 = self.run_block(self.out / "5-closed-refit", "closed", self.trials, model=m2)
+            finally:
+                self._session_procs = None
+        blocks = [obs, cl1, cl2]
+        from .figure import session_figure
+
+        fig = session_figure(blocks, self.out / "figure.png", title=f"{self.decoder}: observe -> closed -> ReFIT")
+        summary = {"decoder": self.decoder, "seed": self.seed, "participant_args": self.participant_args,
+                   "task_args": self.task_args, "observation": obs.summary | {"folder": str(obs.folder)},
+                   "blocks": {b.label: b.summary for b in blocks}, "models": {"observe": str(m1), "refit": str(m2)},
+                   "figure": str(fig), "participant": participant_desc(obs.folder)}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        return summary
+
+
+def intent_tracking(block: Recording) -> dict:
+    """How the decoded velocity follows the participant's intention (only a simulated participant
+    publishes it): during reaches, the median decoded/intended speed ratio and angle error; during
+    holds, the mean decoded speed (what makes holding hard). Diagnoses a ReFIT that does not help."""
+    ex = block.extra
+    if "intent" not in ex or "decoded" not in ex:
+        return {}
+    names = [str(n) for n in np.asarray(ex["decoded_names"]).ravel()]
+    if "vel_x" not in names or "vel_y" not in names:
+        return {}
+    dec = np.asarray(ex["decoded"], np.float64)[:, [names.index("vel_x"), names.index("vel_y")]]
+    it = np.asarray(ex["intent"], np.float64)
+    state = np.asarray(ex["task_state"])
+    ok = np.isfinite(dec).all(axis=1) & np.isfinite(it).all(axis=1)
+    reach = ok & (state == S.STATE_REACH) & (np.hypot(it[:, 0], it[:, 1]) > 1.0)
+    hold = ok & (state == S.STATE_HOLD)
+    out: dict = {"reach_bins": int(reach.sum()), "hold_bins": int(hold.sum())}
+    if reach.any():
+        si, sd = np.hypot(*it[reach].T), np.hypot(*dec[reach].T)
+        cos = (it[reach] * dec[reach]).sum(axis=1) / np.maximum(si * sd, 1e-9)
+        out |= {"reach_speed_ratio": float(np.median(sd / si)),
+                "reach_angle_error_deg": float(np.median(np.degrees(np.arccos(np.clip(cos, -1, 1))))),
+                "reach_intent_speed_cm_s": float(si.mean()), "reach_decoded_speed_cm_s": float(sd.mean())}
+    if hold.any():
+        out["hold_decoded_speed_cm_s"] = float(np.hypot(*dec[hold].T).mean())
+    return out
+
+
+def participant_desc(folder: Path) -> dict:
+    """The participant's parameters as it published them (its spikes stream's desc)."""
+    from .recorder import load_streams
+
+    try:
+        raw = load_streams(folder / "streams.npz")
+    except (OSError, KeyError, ValueError):
+        return {}
+    for s in raw.values():
+        if s.name.endswith(S.SPIKES_SUFFIX):
+            return {"stream": s.name, "type": s.type, "rate": s.rate, "channels": len(s.labels) or None, **s.desc}
+    return {}
+
+
+def format_metrics(s: dict) -> str:
+    def f(key: str, fmt: str) -> str:
+        v = s.get(key)
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    text = (f"{f('trials', 'd')} trials, success {f('success_rate', '.0%')}, time to target {f('time_to_target_s', '.2f')} s, "
+            f"path efficiency {f('path_efficiency', '.2f')}, bitrate {f('bitrate_bps', '.2f')} bit/s")
+    if "decode_latency_ms" in s:
+        lat = s["decode_latency_ms"]
+        text += f"; decode latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, {s.get('deadline_misses', 0)} misses"
+    return text
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM -> KeyboardInterrupt, so a terminated session still stops its children (no orphans)."""
+    import signal
+
+    def handler(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def session_main(session: Session) -> int:
+    """Run and print; one line on failure (the CLI turns ExperimentError into it)."""
+    interrupt_on_sigterm()
+    s = session.run()
+    print(f"wrote {session.out}/summary.json and {s['figure']}", file=sys.stderr)
+    return 0
+
