@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..atomic import write_json
+
 CLOSED_LOOP_HELP = ("closed-loop calibration of ours, Wiener and Kalman on one simulated participant: "
                     "observe -> train -> closed loop -> ReFIT -> closed loop, side by side")
 COLUMNS = ("trials", "success_rate", "time_to_target_s", "path_efficiency", "bitrate_bps", "latency_p99_ms")
@@ -115,7 +117,7 @@ def run_closed_loop(args: argparse.Namespace) -> int:
     print(f"figure: {fig}; load average {load0[0]:.1f} -> {load1[0]:.1f} on {os.cpu_count()} cores", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=float))
+        write_json(args.json, result, default=float)
     return 0
 
 

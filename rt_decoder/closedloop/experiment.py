@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_json
 from ..recording import Recording, save_npz, split_bounds
 from . import streams as S
 from .procs import ExperimentError, Procs, cli, last_line
@@ -145,7 +146,7 @@ class Session:
         summary = self._block_summary(folder, mode, model, time.monotonic() - t0)
         if model is not None:
             summary["intent_tracking"] = intent_tracking(block)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(folder / "summary.json", summary)
         self.log(f"{folder.name}: {format_metrics(summary)}")
         return Block(folder.name, folder, block, summary)
 
@@ -196,10 +197,9 @@ class Session:
             res = evaluate_baselines(rec, bounds, 0, folder)
             model = folder / f"{self.decoder}.onnx"
             metrics = res[self.decoder]["model"]
-            (folder / "metrics.json").write_text(json.dumps({"outputs": rec.behavior_names, "bin_s": rec.bin_s,
-                                                             "split": {k: list(v) for k, v in bounds.items()},
-                                                             "baselines": {k: v["model"] for k, v in res.items()}},
-                                                            indent=2, default=float))
+            write_json(folder / "metrics.json", {"outputs": rec.behavior_names, "bin_s": rec.bin_s,
+                                                 "split": {k: list(v) for k, v in bounds.items()},
+                                                 "baselines": {k: v["model"] for k, v in res.items()}}, default=float)
         r2 = [round(float(v), 3) for v in metrics["r2"]]
         self.log(f"{folder.name}: {self.decoder} trained in {time.monotonic() - t0:.1f} s on {rec.n_bins} bins "
                  f"(held-out R2 {r2} for {rec.behavior_names})")
@@ -237,7 +237,7 @@ class Session:
                    "task_args": self.task_args, "observation": obs.summary | {"folder": str(obs.folder)},
                    "blocks": {b.label: b.summary for b in blocks}, "models": {"observe": str(m1), "refit": str(m2)},
                    "figure": str(fig), "participant": participant_desc(obs.folder)}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        write_json(self.out / "summary.json", summary, default=float)
         return summary
 
 

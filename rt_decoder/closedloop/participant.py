@@ -210,11 +210,10 @@ class ParticipantModel:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """The log as JSON, written atomically (task.write_atomic): a reader never sees half a log."""
-    from .task import write_atomic
+    """The log as JSON, written atomically (rt_decoder.atomic): a reader never sees half a log."""
+    from ..atomic import write_json
 
-    text = json.dumps(obj, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
-    write_atomic(Path(path), text + "\n")
+    write_json(path, obj, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
 
 
 def _desc_value(v: Any) -> str:

@@ -27,11 +27,8 @@ selectable until the cursor has left it.
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -331,18 +328,6 @@ def pick_control(labels: list[str], where: str = "decoder stream") -> tuple[str,
 
 # ------------------------------------------------------------------------------------ files
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def trials_csv(records: list[M.TrialRecord]) -> str:
     import io
@@ -616,5 +601,7 @@ class TaskRunner:
         return out
 
     def write(self, out_dir: Path) -> None:
-        write_atomic(out_dir / "trials.csv", trials_csv(self.core.records))
-        write_atomic(out_dir / "summary.json", json.dumps(_json_safe(self.summary), indent=2) + "\n")
+        from ..atomic import write_json, write_text
+
+        write_text(out_dir / "trials.csv", trials_csv(self.core.records))
+        write_json(out_dir / "summary.json", _json_safe(self.summary))
