@@ -171,6 +171,14 @@ def hparams_for(name: str, overrides: dict | None = None) -> dict:
     return hp
 
 
+def candidates(hp: dict) -> list[dict]:
+    """A setting given as a list is tuned: one candidate per combination, the best validation loss wins."""
+    import itertools
+
+    keys = [k for k, v in hp.items() if isinstance(v, list)]
+    return [hp | dict(zip(keys, combo)) for combo in itertools.product(*(hp[k] for k in keys))]
+
+
 def fit_loop(name: str, net: torch.nn.Module, batches, val_loss, hp: dict, time_limit: float | None = None,
              progress: bool = True) -> tuple[int, float, str, list[dict]]:
     """AdamW; learning rate halved after `plateau` epochs without a better validation loss; stop
@@ -265,16 +273,21 @@ def train_reference(name: str, rec: Recording, split: dict, lag_bins: int, path:
     if len(data.rows("train")) < 20 or len(data.rows("val")) < 2:
         raise DataError(where(rec.source, f"too short to train the {name} reference"))
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     t0, c0 = time.perf_counter(), time.process_time()
-    net = mod.build(data, hp)
-    epochs, best, stopped, history = fit_loop(name, net, lambda n: mod.batches(n, data, hp, gen),
-                                              lambda n: mod.val_loss(n, data, hp), hp, time_limit, progress)
+    tried, fits = [], []
+    for cand in candidates(hp):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        net = mod.build(data, cand)
+        fit = fit_loop(name, net, lambda n, c=cand, g=gen: mod.batches(n, data, c, g),
+                       lambda n, c=cand: mod.val_loss(n, data, c), cand, time_limit, progress)
+        fits.append((fit[1], cand, net, fit))
+        tried.append({k: cand[k] for k in hp if isinstance(hp[k], list)} | {"val_loss": fit[1]})
+    best, hp, net, (epochs, _, stopped, history) = min(fits, key=lambda f: f[0])
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     step, states = mod.step_module(net, data, hp)
     extra = {"hparams": hp, "epochs": epochs, "stopped": stopped, "best_val_loss": best,
-             "train_seconds": round(seconds, 2), "seed": seed}
+             "train_seconds": round(seconds, 2), "seed": seed, "tuned_on_val": tried if len(tried) > 1 else []}
     export_step(step, reference_card(data, name, states, extra), path)
     return ReferenceResult(name=name, path=Path(path), best_val=best, epochs=epochs, seconds=seconds,
                            stopped=stopped, hparams=hp, history=history, net=net, data=data, cpu_seconds=cpu)
