@@ -168,8 +168,9 @@ def write_adapted(model_path: str | Path, tau_s: float, out_path: str | Path) ->
     from .model_card import read_card
 
     read_card(model_path)  # a clear error for a missing file or card first
+    from .step_graph import save
+
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(with_online_adaptation(onnx.load(str(model_path)), tau_s, str(model_path)), str(out))
+    save(with_online_adaptation(onnx.load(str(model_path)), tau_s, str(model_path)), out)
     return out
 

@@ -12,12 +12,11 @@ Cheap to import: torch is imported inside run_* only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from rt_decoder.atomic import write_json
+from rt_decoder.atomic import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -163,7 +162,8 @@ def accuracy_chart(results: list[dict], path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -228,7 +228,7 @@ def run_generate(args: argparse.Namespace) -> int:
     figures = {"steps": args.steps, "neurons": sm.n_channels, "seconds": info["seconds"], "steps_per_s": info["steps_per_s"],
                "step_ms_p50": float(np.median(per_step) * 1e3), "step_ms_p99": float(np.percentile(per_step, 99) * 1e3)}
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        write_json(args.json, figures)
     ziv = Path(args.ziv_model)
     if not ziv.exists():
         print(f"fidelity: {ziv} not found; train it with rt-decoder train --config ziv_ca1_calcium_linear_track --out runs/ziv")
@@ -250,5 +250,5 @@ def run_generate(args: argparse.Namespace) -> int:
           f"vs real {s['mean_rate_real']:.4f} Hz; per-neuron rate corr {s['rate_corr']:.3f}; "
           f"pairwise-correlation corr {s['pairwise_corr_corr']:.3f}; Fano corr {s['fano_corr']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(figures | {"held_out": ev, "fidelity": s}, indent=2, default=float))
+        write_json(args.json, figures | {"held_out": ev, "fidelity": s}, default=float)
     return 0

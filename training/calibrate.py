@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rt_decoder.atomic import write_json
 from rt_decoder.errors import DataError, where
 from rt_decoder.recording import Recording
 
@@ -220,7 +221,7 @@ def calibrate(model_dir: str | Path, data: str | Path, minutes: float, out: str 
         if baselines:
             metrics |= compare_baselines(rec, split, cfg, out, scratch_config, seed, log, scratch_time_limit)
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from rt_decoder.atomic import write_json
 from rt_decoder.errors import ConfigError, DataError, where
 from rt_decoder.layout import default_canvas, raster_layout
 from rt_decoder.model_card import StateSpec
@@ -524,10 +525,10 @@ def run_multisession(cfg: dict, paths: list[str], out: str | Path, time_limit: f
         if do_base:
             for bname, r in evaluate_baselines(s.rec, s.prep.split, lag, folder, progress=True).items():
                 m["baselines"][bname] = r["model"] | {"lag_bins": lag}
-        (folder / "metrics.json").write_text(json.dumps(m, indent=2))
+        write_json(folder / "metrics.json", m)
         summary["sessions"][s.name] = {"data": s.path, "model": str(path), "r2": ev["model"]["r2"],
                                        "baselines": {k: v["r2"] for k, v in m["baselines"].items()}}
         log(f"session {s.name}: test R2 {np.round(ev['model']['r2'], 4).tolist()}"
             + "".join(f", {k} {np.round(v['r2'], 4).tolist()}" for k, v in m["baselines"].items()))
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "metrics.json", summary)
     return summary

@@ -22,6 +22,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from rt_decoder.atomic import atomic_path, write_json
+
 SESSIONS_HELP = "train on some sessions, calibrate to others: R2 vs calibration minutes and vs days, normalized latency"
 METHODS = ("model", "unsupervised", "uncalibrated", "scratch", "wiener", "kalman", "gru")
 FILES = {"model": "model.onnx", "unsupervised": "compare/unsupervised.onnx", "uncalibrated": "compare/uncalibrated.onnx",
@@ -161,7 +163,7 @@ def run_sessions(args: argparse.Namespace) -> int:
     print(f"figure: {fig}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     return 0
 
 
@@ -235,5 +237,6 @@ def sessions_figure(r: dict, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from . import streams as S
 
 METRICS = (("success_rate", "success rate"), ("time_to_target_s", "time to target (s)"),
@@ -85,7 +86,8 @@ def session_figure(blocks, path: str | Path, title: str = "") -> Path:
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 
@@ -111,7 +113,8 @@ def bench_figure(rows: dict[str, object], summaries: dict[str, dict], path: str 
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import DataError, where
 from ..recording import Recording
 from ..runtime import lsl as L
@@ -195,7 +196,8 @@ def save_streams(raw: dict[str, RawStream], path: str | Path) -> Path:
         header.append({"index": i, "name": s.name, "type": s.type, "nominal_srate": s.rate,
                        "labels": s.labels, "units": s.units, "desc": s.desc, "n_samples": s.n})
     arrays["header"] = np.array(json.dumps(header))
-    np.savez_compressed(path, **arrays)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
     return path
 
 

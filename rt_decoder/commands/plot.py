@@ -139,8 +139,11 @@ def run(args: argparse.Namespace) -> int:
         result["fps"] = win.fps()
         win.tick()
         if args.screenshot is not None:
+            from ..atomic import atomic_path
+
             pix = win.grab()
-            result["saved"] = bool(pix.save(str(args.screenshot)))
+            with atomic_path(args.screenshot) as tmp:
+                result["saved"] = bool(pix.save(str(tmp)))
         win.close()
         app.quit()
 

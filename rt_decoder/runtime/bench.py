@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_json
+
 LATENCY_HELP = "end-to-end latency: bin close -> prediction received by an LSL consumer (replay + run + consumer)"
 THROUGHPUT_HELP = "sustained bins/s of the runtime on one core: replay far faster than real time, count misses and backlog"
 
@@ -351,7 +353,7 @@ def run_scale(args: argparse.Namespace) -> int:
         print(f"  {r['channels']:>8}  {lat['p50']:7.3f}  {lat['p99']:7.3f}  {lat['max']:7.3f}  {w['misses']:>6}  "
               f"{w['skipped']:>7}  {r['step_us']['p50']:11.1f}  {r['step_us']['p99']:11.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows}, indent=2))
+        write_json(args.json, {"rows": rows})
     return 0
 
 
@@ -365,7 +367,7 @@ def run_latency(args: argparse.Namespace) -> int:
              (f"zero deadline misses at {args.budget_ms:g} ms", r["window"]["misses"] == 0)]
     _print("rt-decoder bench latency", r, goals)
     if args.json:
-        args.json.write_text(json.dumps(r | {"goals": dict(judge(goals, r["bins_measured"]))}, indent=2))
+        write_json(args.json, r | {"goals": dict(judge(goals, r["bins_measured"]))})
     return 0
 
 
@@ -390,7 +392,7 @@ def run_throughput(args: argparse.Namespace) -> int:
              ("backlog not growing", b.get("last_quarter_max", 0) <= max(2, b.get("first_quarter_max", 0)))]
     _print(f"rt-decoder bench throughput (runtime pinned to core {cpu})", r, goals)
     if args.json:
-        args.json.write_text(json.dumps(r | {"goals": dict(judge(goals, r["bins_measured"]))}, indent=2))
+        write_json(args.json, r | {"goals": dict(judge(goals, r["bins_measured"]))})
     return 0
 
 

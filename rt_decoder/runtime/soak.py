@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_json
+
 SOAK_HELP = "long session replay -> run (with its log) -> consumer: lost / duplicated / late bins, memory growth, latency per minute"
 
 
@@ -212,5 +214,5 @@ def run_soak(args: argparse.Namespace) -> int:
     r = soak(args)
     print(format_soak(r))
     if args.json:
-        args.json.write_text(json.dumps(r, indent=2) + "\n")
+        write_json(args.json, r)
     return 0
