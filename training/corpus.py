@@ -147,5 +147,7 @@ def shard_jobs(sessions: list[tuple[int, torch.Tensor]], batch_size: int, steps:
         for j, rows in sessions:
             order = rows[torch.randperm(len(rows), generator=gen)]
             jobs += [(j, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+        if not jobs:
+            raise ValueError("a shard without training rows")
         out += [jobs[k] for k in torch.randperm(len(jobs), generator=gen).tolist()]
     return out[:steps]

@@ -580,6 +580,7 @@ def run_multisession(cfg: dict, paths: list[str], out: str | Path, time_limit: f
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     d = current()
+    OPENED.clear()
     ms = cfg["multisession"]
     cache = (Path(ms["cache_dir"]) if ms["cache_dir"] else out / "cache") if ms["memmap"] else None
     plan = None
