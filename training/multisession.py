@@ -291,9 +291,9 @@ class SessionData:
 
     def batch(self, rows: torch.Tensor):
         r = rows.numpy()
-        y = torch.from_numpy(np.array(self.target[r], np.float32))
-        z = torch.from_numpy(np.array(self.feats[r], np.float32))
-        return z, torch.from_numpy(np.array(self.ones[r], np.float32)), y, torch.isfinite(y)
+        y = torch.from_numpy(np.asarray(self.target[r], np.float32))      # fancy indexing copies the rows
+        z = torch.from_numpy(np.asarray(self.feats[r], np.float32))
+        return z, torch.from_numpy(np.asarray(self.ones[r], np.float32)), y, torch.isfinite(y)
 
 
 def loss_on(model: MultiModel, d: SessionData, rows: torch.Tensor) -> torch.Tensor:
