@@ -74,6 +74,13 @@ def test_shards_in_one_process_train_every_session(days, capsys):
     assert all(np.mean(s["r2"]) > 0.2 for s in summary["sessions"].values()), summary["sessions"]
     for name in summary["sessions"]:
         assert (days / "sharded" / "sessions" / name / "model.onnx").exists()
+    # resumable: the shard schedule is a function of (seed, shard, epoch), so it continues from rank 0's epoch checkpoint
+    cfg = days / "sharded.yaml"
+    cfg.write_text(cfg.read_text().replace("max_epochs: 6", "max_epochs: 7"))
+    code = main(["train", "--config", str(cfg), "--data", str(days / "day*.npz"), "--out", str(days / "sharded"),
+                 "--no-baselines", "--resume"])
+    assert code == 0 and "resumed from" in capsys.readouterr().err
+    assert json.loads((days / "sharded" / "metrics.json").read_text())["epochs"] == 7
     cfg = days / "bad.yaml"
     cfg.write_text(CONFIG.replace("MEMMAP", "false").replace("SHARDS", "4"))
     code = main(["train", "--config", str(cfg), "--data", str(days / "day*.npz"), "--out", str(days / "bad"), "--no-baselines"])
