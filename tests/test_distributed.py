@@ -25,14 +25,15 @@ name: ddp
 retention: {decays: [0.0, 0.5, 0.875], quantizer: levels, levels: 4}
 model: {widths: [8], head_hidden: 32, dropout: 0.0}
 training: {batch_size: 64, lr: 0.003, max_epochs: EPOCHS, patience: 10, seed: 0}
-multisession: {enabled: true}
+multisession: {enabled: true, MULTI}
 """
 
 
-def _train(tmp: Path, out: str, epochs: int, nproc: int, *extra: str) -> subprocess.CompletedProcess:
-    cfg = tmp / f"ddp{epochs}.yaml"
-    cfg.write_text(CONFIG.replace("EPOCHS", str(epochs)))
-    args = ["--config", str(cfg), "--data", str(tmp / "a.npz"), str(tmp / "b.npz"), "--out", str(tmp / out),
+def _train(tmp: Path, out: str, epochs: int, nproc: int, *extra: str, files: tuple[str, ...] = ("a.npz", "b.npz"),
+           multi: str = "shards: 0") -> subprocess.CompletedProcess:
+    cfg = tmp / f"{out}{epochs}.yaml"
+    cfg.write_text(CONFIG.replace("EPOCHS", str(epochs)).replace("MULTI", multi))
+    args = ["--config", str(cfg), "--data", *(str(tmp / f) for f in files), "--out", str(tmp / out),
             "--no-baselines", *extra]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     if nproc == 1:
@@ -60,6 +61,7 @@ def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     save_npz(simulate_session(minutes=1.0, channels=24, bin_s=0.05, seed=1), tmp / "a.npz")
     save_npz(simulate_session(minutes=1.0, channels=20, bin_s=0.05, seed=2, drift=0.3), tmp / "b.npz")
+    save_npz(simulate_session(minutes=1.0, channels=28, bin_s=0.05, seed=3, drift=0.5), tmp / "c.npz")
     return tmp
 
 
@@ -91,3 +93,32 @@ def test_resume_continues_from_rank0_checkpoint(data):
     assert json.loads((data / "resumed" / "metrics.json").read_text())["epochs"] == 2
     moved = current()                                  # the weights trained on from epoch 1, not restarted
     assert any(not torch.equal(after_one[k], moved[k]) for k in moved)
+
+
+def test_sharded_sessions_two_processes_equal_one(data):
+    """multisession.shards 2: rank r opens only its sessions (a, c on rank 0; b on rank 1), here
+    from memory-mapped caches; one process with shards 2 (every session in memory) takes the
+    same steps; every session is exported and scored by the rank holding it."""
+    import json
+
+    files = ("a.npz", "b.npz", "c.npz")
+    one = _train(data, "shard1", 2, 1, files=files, multi="shards: 2")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _train(data, "shard2", 2, 2, files=files, multi="shards: 2, memmap: true")
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = _state(data / "shard1"), _state(data / "shard2")
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=2e-5, rtol=1e-4, err_msg=k)
+    m1 = json.loads((data / "shard1" / "metrics.json").read_text())
+    m2 = json.loads((data / "shard2" / "metrics.json").read_text())
+    names = lambda paths: sorted({Path(p).name for p in paths})  # noqa: E731
+    assert [names(r) for r in m1["loaded_by_rank"]] == [["a.npz", "b.npz", "c.npz"]]
+    assert [names(r) for r in m2["loaded_by_rank"]] == [["a.npz", "c.npz"], ["b.npz"]]
+    assert m2["world_size"] == 2 and set(m2["sessions"]) == {"a", "b", "c"}
+    for name in "abc":
+        assert (data / "shard2" / "sessions" / name / "model.onnx").exists()
+        np.testing.assert_allclose(m1["sessions"][name]["r2"], m2["sessions"][name]["r2"], atol=1e-3)
+    files2 = [p.name for p in (data / "shard2").rglob("*") if p.is_file()]
+    assert files2.count("multisession.pt") == 1 and files2.count("training_state.pt") == 1
+    assert not any(".tmp" in f for f in files2)

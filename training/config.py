@@ -67,6 +67,11 @@ DEFAULTS: dict[str, Any] = {
         "readin": "linear",         # linear: a D_s x P map + offset per session | gain: per-channel gain + offset
         "readin_l2": 0.001,         # penalty on a read-in's departure from its name-matched identity start
         "output_affine": True,      # a per-session gain and offset on the normalized outputs
+        "shards": 0,                # 0: every rank loads every session, each batch split across ranks | N: sessions
+                                    # dealt into N shards (rank r loads only shards r, r+world, ...), a step = one
+                                    # batch from each shard (training/corpus.py)
+        "memmap": False,            # true: zeta, inputs and targets cached on disk per session and memory-mapped
+        "cache_dir": None,          # the cache folder for memmap (default: OUT/cache)
     },
 }
 
@@ -178,6 +183,11 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, "multisession.readin_l2", lo=0)
     if not isinstance(cfg["multisession"]["enabled"], bool) or not isinstance(cfg["multisession"]["output_affine"], bool):
         raise ConfigError(where(src, "multisession.enabled and multisession.output_affine must be true or false"))
+    _num(cfg, src, "multisession.shards", lo=0, integer=True)
+    if not isinstance(cfg["multisession"]["memmap"], bool):
+        raise ConfigError(where(src, "multisession.memmap must be true or false"))
+    if cfg["multisession"]["cache_dir"] is not None and not isinstance(cfg["multisession"]["cache_dir"], str):
+        raise ConfigError(where(src, f"multisession.cache_dir must be a folder path or null, got {cfg['multisession']['cache_dir']!r}"))
     data = cfg["data"]
     if isinstance(data, list) and data and all(isinstance(d, str) for d in data):
         pass

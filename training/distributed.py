@@ -5,7 +5,9 @@
     torchrun --nnodes 2 --node-rank K --nproc-per-node 2 --rdzv-backend c10d \\
              --rdzv-endpoint HOST0:29500 -m training.train --config ... --data ... --out DIR
 
-gloo on CPU, NCCL when CUDA is present. Every global batch (one session's rows) is split across
+gloo on CPU, NCCL when CUDA is present. multisession.shards N shards the data instead: rank r
+loads only its sessions and a step takes one batch from every shard (training/corpus.py).
+Otherwise (shards 0) every global batch (one session's rows) is split across
 the ranks (rank r takes rows r, r + world, ...), so P processes with batch B take the same steps as
 one process with batch B: DDP averages the gradients of equal shards. Decisions that must agree
 (the time limit) are agreed collectively; the learning-rate schedule is step-based under DDP (a
@@ -46,6 +48,21 @@ class Dist:
         t = torch.tensor([1.0 if flag else 0.0])
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, in rank order, on every rank (metadata, small summaries)."""
+        if not self.active:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Elementwise sum over ranks (each rank fills its own sessions' slots, zeros elsewhere)."""
+        if self.active:
+            t = t.clone()
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
 
     def barrier(self) -> None:
         if self.active:

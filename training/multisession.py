@@ -44,6 +44,7 @@ from .model import NetConfig
 from .train import Model, save_checkpoint, to_image
 
 CHECKPOINT = "multisession.pt"
+CHUNK = 65536                  # bins read at a time from a (memory-mapped) session
 
 
 @dataclass
@@ -52,8 +53,10 @@ class Session:
 
     name: str
     path: str
-    prep: Prepared
+    prep: Prepared          # its arrays in memory, or memory-mapped from the cache (training/corpus.py)
     ones: np.ndarray        # (T, S) zeta of a constant input 1 (the read-in offset's contribution), lag-shifted
+    fingerprint: str = ""   # the recording's sha256 (Recording.fingerprint)
+    index: int = 0          # position among every session of the run (all ranks)
 
     @property
     def rec(self) -> Recording:
@@ -96,9 +99,13 @@ def ones_feats(T: int, decays: list[float], lag_bins: int) -> np.ndarray:
     return shift_for_lag(retention_parallel_f32(np.ones((T, 1), np.float32), decays)[:, :, 0], lag_bins)
 
 
-def load_sessions(paths: list[str], cfg: dict, log=print) -> list[Session]:
-    """Load and prepare every recording; they must share bin width and behaviour names."""
+def load_sessions(paths: list[str], cfg: dict, log=print, cache_dir: str | Path | None = None,
+                  mine=None) -> list[Session]:
+    """Load and prepare the recordings (those with mine(i) true, default all); they must share bin
+    width and behaviour names. With cache_dir each is prepared once into a memory-mapped cache."""
     from rt_decoder.loaders import load_recording
+
+    from . import corpus
 
     if cfg["kind"] != "decoder":
         raise ConfigError(where(cfg.get("_source", "<config>"), "multi-session training is for decoders (kind: decoder)"))
@@ -107,7 +114,17 @@ def load_sessions(paths: list[str], cfg: dict, log=print) -> list[Session]:
     sessions: list[Session] = []
     scfg = json.loads(json.dumps({k: v for k, v in cfg.items() if k != "_source"}))
     scfg["retention"]["layout"], scfg["retention"]["canvas"] = "raster", None   # per-session layout is unused
-    for name, path in zip(session_names(paths), paths):
+    for i, (name, path) in enumerate(zip(session_names(paths), paths)):
+        if mine is not None and not mine(i):
+            continue
+        folder = corpus.cache_folder(cache_dir, name, path, scfg) if cache_dir is not None else None
+        if folder is not None and (folder / "meta.json").exists():
+            prep, ones, fp = corpus.open_cache(folder)
+            sessions.append(Session(name, str(path), prep, ones, fp, i))
+            rec = prep.rec
+            log(f"session {name}: {rec.n_bins} bins x {rec.n_channels} channels, memory-mapped from {folder}")
+            continue
+        corpus.OPENED.append(str(path))
         rec = load_recording(path, cfg["bin_ms"])
         if sessions:
             first = sessions[0].rec
@@ -118,7 +135,16 @@ def load_sessions(paths: list[str], cfg: dict, log=print) -> list[Session]:
                 raise DataError(where(rec.source, f"behaviour {rec.behavior_names} differs from {first.source}'s "
                                                   f"{first.behavior_names}; a shared trunk needs the same outputs"))
         prep = prepare(rec, scfg)
-        sessions.append(Session(name, str(path), prep, ones_feats(rec.n_bins, prep.decays, cfg["lag_bins"])))
+        ones = ones_feats(rec.n_bins, prep.decays, cfg["lag_bins"])
+        if folder is not None:
+            corpus.write_cache(folder, prep, ones)
+            del prep, ones, rec
+            prep, ones, fp = corpus.open_cache(folder)
+            rec = prep.rec
+            log(f"session {name}: cached in {folder}")
+        else:
+            fp = rec.fingerprint()
+        sessions.append(Session(name, str(path), prep, ones, fp, i))
         log(f"session {name}: {rec.n_bins} bins x {rec.n_channels} channels at {rec.bin_s * 1000:g} ms, split {prep.split}")
     return sessions
 
@@ -206,21 +232,48 @@ def net_config_for(cfg: dict, n_decays: int, canvas: tuple[int, int], n_outputs:
                      dropout=m["dropout"], likelihood="gaussian")
 
 
-def build(sessions: list[Session], cfg: dict) -> MultiModel:
-    virtual = virtual_channels([s.rec.channel_names for s in sessions])
+def build(sessions: list, cfg: dict) -> MultiModel:
+    """The model for every session of the run; `sessions` are Session or session_info() dicts."""
+    sessions = [session_info(s) if isinstance(s, Session) else s for s in sessions]
+    virtual = virtual_channels([s["channel_names"] for s in sessions])
     rcfg = cfg["retention"]
     canvas = tuple(rcfg["canvas"]) if rcfg["canvas"] else default_canvas(len(virtual))
     if canvas[0] * canvas[1] < len(virtual):
         raise ConfigError(where(cfg.get("_source", "<config>"), f"{len(virtual)} virtual channels do not fit the canvas {canvas}"))
-    net_cfg = net_config_for(cfg, len(sessions[0].prep.decays), canvas, sessions[0].prep.n_outputs)
+    net_cfg = net_config_for(cfg, len(cfg["retention"]["decays"]), canvas, sessions[0]["n_outputs"])
     try:
         model = MultiModel(net_cfg, virtual, raster_layout(len(virtual), canvas))
     except ValueError as e:
         raise ConfigError(where(cfg.get("_source", "<config>"), f"model: {e}")) from None
     ms = cfg["multisession"]
     for s in sessions:
-        model.add_session(s.name, s.rec.channel_names, ms["readin"], ms["output_affine"])
+        model.add_session(s["name"], s["channel_names"], ms["readin"], ms["output_affine"])
     return model
+
+
+def session_info(s: Session, batch_size: int = 1) -> dict:
+    """What every rank must know of a session it may not hold: names, shapes, statistics."""
+    rec, p = s.rec, s.prep
+    a, b = p.split["train"]
+    n_train = int(np.count_nonzero(p.valid[a:b]))
+    return {"index": s.index, "name": s.name, "path": s.path, "channel_names": list(rec.channel_names),
+            "n_outputs": p.n_outputs, "bin_s": float(rec.bin_s), "behavior_names": list(rec.behavior_names),
+            "units": list(rec.behavior_units or []), "out_mean": np.asarray(p.out_mean).tolist(),
+            "out_std": np.asarray(p.out_std).tolist(), "split": {k: [int(x), int(y)] for k, (x, y) in p.split.items()},
+            "source": rec.source, "n_batches": math.ceil(n_train / batch_size)}
+
+
+def check_infos(infos: list[dict]) -> None:
+    """Sessions loaded by different ranks must still share bin width and outputs (every rank
+    checks the same gathered list, so every rank raises together)."""
+    first = infos[0]
+    for s in infos[1:]:
+        if abs(s["bin_s"] - first["bin_s"]) > 1e-9:
+            raise DataError(where(s["source"], f"has {s['bin_s'] * 1000:g} ms bins, {first['source']} has "
+                                               f"{first['bin_s'] * 1000:g} ms (pass bin_ms in the config to re-bin all sessions)"))
+        if s["behavior_names"] != first["behavior_names"]:
+            raise DataError(where(s["source"], f"behaviour {s['behavior_names']} differs from {first['source']}'s "
+                                               f"{first['behavior_names']}; a shared trunk needs the same outputs"))
 
 
 class SessionData:
@@ -229,17 +282,19 @@ class SessionData:
     def __init__(self, s: Session, train_block: str = "train", val_block: str = "val"):
         p = s.prep
         self.name = s.name
-        self.feats = torch.as_tensor(p.feats)
-        self.ones = torch.as_tensor(s.ones)
-        self.target = torch.as_tensor(p.target)
+        self.index = s.index
+        # numpy arrays, in memory or memory-mapped: a batch copies only its rows
+        self.feats, self.ones, self.target = p.feats, s.ones, p.target
         a, b = p.split[train_block]
         self.train_rows = torch.as_tensor(np.flatnonzero(p.valid[a:b]) + a)
         a, b = p.split[val_block]
         self.val_rows = torch.as_tensor(np.flatnonzero(p.valid[a:b]) + a)
 
     def batch(self, rows: torch.Tensor):
-        y = self.target[rows]
-        return self.feats[rows], self.ones[rows], y, torch.isfinite(y)
+        r = rows.numpy()
+        y = torch.from_numpy(np.asarray(self.target[r], np.float32))      # fancy indexing copies the rows
+        z = torch.from_numpy(np.asarray(self.feats[r], np.float32))
+        return z, torch.from_numpy(np.asarray(self.ones[r], np.float32)), y, torch.isfinite(y)
 
 
 def loss_on(model: MultiModel, d: SessionData, rows: torch.Tensor) -> torch.Tensor:
@@ -248,18 +303,23 @@ def loss_on(model: MultiModel, d: SessionData, rows: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def val_loss(model: MultiModel, data: list[SessionData]) -> float:
-    """Mean over sessions of each session's validation MSE (every day counts the same)."""
+def val_loss(model: MultiModel, data: list[SessionData], plan=None) -> float:
+    """Mean over sessions of each session's validation MSE (every day counts the same); with a
+    shard plan each rank scores its own sessions and the ranks sum their slots."""
+    from .distributed import current
+
     model.eval()
-    out = []
-    for d in data:
+    out = torch.zeros(plan.n_sessions if plan else len(data), dtype=torch.float64)
+    for k, d in enumerate(data):
         tot, n = 0.0, 0
         for i in range(0, len(d.val_rows), 2048):
             r = d.val_rows[i:i + 2048]
             tot += float(loss_on(model, d, r)) * len(r)
             n += len(r)
-        out.append(tot / max(n, 1))
-    return float(np.mean(out))
+        out[d.index if plan else k] = tot / max(n, 1)
+    if plan:
+        out = current().sum(out)
+    return float(out.mean())
 
 
 @dataclass
@@ -281,25 +341,34 @@ class TrainStep(nn.Module):
         self.model = model
         self.names = names
 
-    def forward(self, name: str, z: torch.Tensor, ones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, items: list[tuple[str, torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """items: (session, zeta, zeta of 1) of each batch of this step (one per local shard)."""
         pen = sum(self.model.readins[n].penalty() for n in self.names) / len(self.names)
-        return self.model(name, z, ones), pen
+        return [self.model(name, z, ones) for name, z, ones in items], pen
 
 
 def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: dict, l2: float,
              max_epochs: int, patience: int, time_limit: float | None, desc: str,
-             gen: torch.Generator, progress: bool = True, ckpt: Path | None = None, resume: bool = False) -> MultiFit:
+             gen: torch.Generator, progress: bool = True, ckpt: Path | None = None, resume: bool = False,
+             plan=None, infos: list[dict] | None = None) -> MultiFit:
     """The loop shared by multi-session training and calibration: batches drawn from every
     session in random order, warm-up + cosine schedule, early stopping on the mean session
     validation loss, best weights restored. Under torchrun each global batch is sharded across
-    ranks (training/distributed.py); rank 0 writes `ckpt` after every epoch, `resume` reads it."""
+    ranks (training/distributed.py); rank 0 writes `ckpt` after every epoch, `resume` reads it.
+    With a shard plan (training/corpus.py) `data` holds this rank's sessions only, `infos` every
+    session's, and a step takes one batch from each shard."""
+    from .corpus import shard_generator, shard_jobs
     from .distributed import current, wrap
 
     d = current()
-    step = wrap(TrainStep(model, [x.name for x in data]))
+    step = wrap(TrainStep(model, list(model.readins) if plan else [x.name for x in data]))
     opt = torch.optim.AdamW(params, lr=t["lr"])
     bs = t["batch_size"]
-    steps_per_epoch = sum(math.ceil(len(x.train_rows) / bs) for x in data)
+    if plan:
+        steps_per_epoch = max(sum(s["n_batches"] for s in infos if plan.shard_of(s["index"]) == g)
+                              for g in range(plan.n_shards))
+    else:
+        steps_per_epoch = sum(math.ceil(len(x.train_rows) / bs) for x in data)
     total = max(1, max_epochs * steps_per_epoch)
     warm = max(1, t["warmup_epochs"] * steps_per_epoch)
     clock = {"t0": time.perf_counter()}
@@ -311,7 +380,7 @@ def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: 
         return min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    best_val, bad, history, stopped, epoch, elapsed = val_loss(model, data), 0, [], "max epochs", 0, 0.0
+    best_val, bad, history, stopped, epoch, elapsed = val_loss(model, data, plan), 0, [], "max epochs", 0, 0.0
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     if resume and ckpt is not None and ckpt.exists():
         ck = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -328,19 +397,29 @@ def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: 
     bar = tqdm(total=max_epochs, initial=epoch, desc=desc, unit="epoch", file=sys.stderr, disable=not progress or not d.main)
     while epoch < max_epochs and stopped == "max epochs":
         model.train()
-        jobs = []
-        for j, x in enumerate(data):
-            order = x.train_rows[torch.randperm(len(x.train_rows), generator=gen)]
-            jobs += [(j, order[i:i + bs]) for i in range(0, len(order), bs)]
+        if plan:
+            gens = {g: shard_generator(t["seed"], g, epoch) for g in plan.local_shards()}
+            streams = [shard_jobs([(j, x.train_rows) for j, x in enumerate(data) if plan.shard_of(x.index) == g],
+                                  bs, steps_per_epoch, gens[g]) for g in gens]
+            steps = [[(g, *job) for g, stream in zip(gens, streams) for job in [stream[k]]] for k in range(steps_per_epoch)]
+        else:
+            jobs = []
+            for j, x in enumerate(data):
+                order = x.train_rows[torch.randperm(len(x.train_rows), generator=gen)]
+                jobs += [(j, order[i:i + bs]) for i in range(0, len(order), bs)]
+            steps = [[(None, *jobs[k])] for k in torch.randperm(len(jobs), generator=gen).tolist()]
         run, n = 0.0, 0
-        for k in torch.randperm(len(jobs), generator=gen).tolist():
-            j, rows = jobs[k]
-            x = data[j]
-            z, o, y, m = x.batch(d.shard(rows))
-            if noise:
-                z = z + noise * torch.randn_like(z)
-            out, pen = step(x.name, z, o)
-            loss = model.trunk.net.loss(out, y, m) + l2 * pen
+        for parts in steps:
+            items, targets = [], []
+            for g, j, rows in parts:
+                x = data[j]
+                z, o, y, m = x.batch(rows if plan else d.shard(rows))
+                if noise:
+                    z = z + noise * (torch.randn(z.shape, generator=gens[g]) if plan else torch.randn_like(z))
+                items.append((x.name, z, o))
+                targets.append((y, m))
+            outs, pen = step(items)
+            loss = sum(model.trunk.net.loss(out, y, m) for out, (y, m) in zip(outs, targets)) / len(outs) + l2 * pen
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
@@ -351,7 +430,7 @@ def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: 
             if time_limit is not None and d.any(time.perf_counter() - t0 > time_limit):
                 stopped = "time limit"
                 break
-        val = val_loss(model, data)
+        val = val_loss(model, data, plan)
         epoch += 1
         history.append({"epoch": epoch, "train": run / max(n, 1), "val": val})
         if val < best_val - 1e-5:
@@ -375,12 +454,13 @@ def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: 
 
 
 def fit_multi(sessions: list[Session], cfg: dict, time_limit: float | None = None, ckpt: Path | None = None,
-              resume: bool = False) -> MultiFit:
+              resume: bool = False, plan=None, infos: list[dict] | None = None) -> MultiFit:
+    """Train on `sessions` (with a shard plan: this rank's, and `infos` describes every session)."""
     t = cfg["training"]
     torch.set_num_threads(torch_threads(t["threads"]))
     torch.manual_seed(t["seed"])
     gen = torch.Generator().manual_seed(t["seed"])
-    model = build(sessions, cfg)
+    model = build(infos if plan else sessions, cfg)
     trunk = list(model.trunk.named_parameters())
     decay = [p for n, p in trunk if p.dim() > 1]
     rest = [p for n, p in trunk if p.dim() <= 1]
@@ -388,24 +468,31 @@ def fit_multi(sessions: list[Session], cfg: dict, time_limit: float | None = Non
     params = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": rest + per, "weight_decay": 0.0}]
     data = [SessionData(s) for s in sessions]
     limit = time_limit if time_limit is not None else t["time_limit_s"]
+    n = len(infos) if plan else len(sessions)
     return optimise(model, data, params, t, cfg["multisession"]["readin_l2"], t["max_epochs"], t["patience"],
-                    limit, f"train {cfg['name']} ({len(sessions)} sessions)", gen, ckpt=ckpt, resume=resume)
+                    limit, f"train {cfg['name']} ({n} sessions)", gen, ckpt=ckpt, resume=resume, plan=plan, infos=infos)
 
 
 @torch.no_grad()
-def input_reference(model: MultiModel, sessions: list[Session]) -> tuple[np.ndarray, np.ndarray]:
+def input_reference(model: MultiModel, sessions: list[Session], shared: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of each virtual channel's input u = q A_s + c_s on a typical training day: the
     average over sessions of each session's training-block mean and variance (pooling the bins
     instead would count the differences between days as variance). Unsupervised alignment maps a
-    new day onto these (rt_decoder.adaptation)."""
-    means, variances = [], []
+    new day onto these (rt_decoder.adaptation). Read in chunks (memory-mapped sessions); sessions
+    held by other ranks arrive through a gather."""
+    from .distributed import current
+
+    stats = []
     for s in sessions:
         a, b = s.prep.split["train"]
         A, c = readin_arrays(model, s.name)
-        u = s.prep.q[a:b].astype(np.float64) @ A + c
-        means.append(u.mean(0))
-        variances.append(u.var(0))
-    return np.mean(means, axis=0), np.sqrt(np.mean(variances, axis=0))
+        blocks = [(i, min(i + CHUNK, b)) for i in range(a, b, CHUNK)]
+        mean = sum((s.prep.q[i:j].astype(np.float64) @ A + c).sum(0) for i, j in blocks) / (b - a)
+        var = sum((((s.prep.q[i:j].astype(np.float64) @ A + c) - mean) ** 2).sum(0) for i, j in blocks) / (b - a)
+        stats.append((s.index, mean, var))
+    if shared:
+        stats = sorted((x for part in current().gather(stats) for x in part), key=lambda x: x[0])
+    return np.mean([m for _, m, _ in stats], axis=0), np.sqrt(np.mean([v for _, _, v in stats], axis=0))
 
 
 def readin_arrays(model: MultiModel, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -437,22 +524,23 @@ def export_session(model: MultiModel, name: str, prep: Prepared, cfg: dict, path
     return graph
 
 
-def save_multi(path: Path, model: MultiModel, sessions: list[Session], cfg: dict, ref: tuple[np.ndarray, np.ndarray],
+def save_multi(path: Path, model: MultiModel, infos: list[dict], cfg: dict, ref: tuple[np.ndarray, np.ndarray],
                info: dict) -> None:
     """DIR/multisession.pt: the trunk, every read-in and output affine, the reference statistics
-    and the config; read back with weights_only=True by `calibrate`."""
+    and the config; read back with weights_only=True by `calibrate`. infos: session_info() of
+    every session."""
     per = {}
-    for s in sessions:
-        per[s.name] = {"channel_names": list(s.rec.channel_names), "source": s.path,
-                       "out_mean": torch.as_tensor(s.prep.out_mean), "out_std": torch.as_tensor(s.prep.out_std),
-                       "split": {k: list(v) for k, v in s.prep.split.items()}}
+    for s in infos:
+        per[s["name"]] = {"channel_names": list(s["channel_names"]), "source": s["path"],
+                          "out_mean": torch.as_tensor(np.asarray(s["out_mean"])), "out_std": torch.as_tensor(np.asarray(s["out_std"])),
+                          "split": {k: list(v) for k, v in s["split"].items()}}
     cfg_clean = {k: v for k, v in cfg.items() if k != "_source"}
     save_checkpoint(path, {
         "state": model.state_dict(), "net_config_json": json.dumps(model.trunk.net.cfg.to_dict()),
         "config_json": json.dumps(cfg_clean), "virtual": list(model.virtual), "sessions": per,
         "ref_mean": torch.as_tensor(ref[0]), "ref_std": torch.as_tensor(ref[1]),
-        "outputs": list(sessions[0].rec.behavior_names), "bin_s": float(sessions[0].rec.bin_s),
-        "units": list(sessions[0].rec.behavior_units),
+        "outputs": list(infos[0]["behavior_names"]), "bin_s": float(infos[0]["bin_s"]),
+        "units": list(infos[0]["units"]),
         "info_json": json.dumps(info),
     })
 
@@ -483,52 +571,79 @@ def load_multi(folder: str | Path) -> tuple[MultiModel, dict]:
 def run_multisession(cfg: dict, paths: list[str], out: str | Path, time_limit: float | None = None,
                      baselines: bool | list | None = None, resume: bool = False, log=print) -> dict:
     """Train the shared trunk on every session, export each session's step graph and score it on
-    that session's test block: DIR/sessions/<name>/model.onnx + metrics.json, DIR/metrics.json."""
+    that session's test block: DIR/sessions/<name>/model.onnx + metrics.json, DIR/metrics.json.
+
+    multisession.memmap caches each session on disk (training/corpus.py); multisession.shards
+    shards the sessions over the ranks, and each rank then also exports and scores its own."""
+    from .corpus import OPENED, ShardPlan, check_plan
+    from .distributed import current
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    d = current()
+    OPENED.clear()
+    ms = cfg["multisession"]
+    cache = (Path(ms["cache_dir"]) if ms["cache_dir"] else out / "cache") if ms["memmap"] else None
+    plan = None
+    if ms["shards"]:
+        check_plan(ms["shards"], d.world, len(paths), cfg.get("_source", "<config>"))
+        plan = ShardPlan(ms["shards"], d.rank, d.world, len(paths))
+    quiet = log if d.main else (lambda s: None)
+    sessions = load_sessions(paths, cfg, log if plan else quiet, cache, plan.mine if plan else None)
+    bs = cfg["training"]["batch_size"]
+    infos = sorted((x for part in d.gather([session_info(s, bs) for s in sessions]) for x in part), key=lambda x: x["index"]) \
+        if plan else [session_info(s, bs) for s in sessions]
+    check_infos(infos)
+    loaded = d.gather(list(OPENED))
+    res = fit_multi(sessions, cfg, time_limit, ckpt=out / "training_state.pt", resume=resume, plan=plan, infos=infos)
+    model = res.model
+    ref = input_reference(model, sessions, shared=plan is not None)
+    info = {"epochs": res.epochs, "stopped": res.stopped, "best_val_loss": res.best_val, "train_seconds": round(res.seconds, 1)}
+    if d.main:       # rank 0 alone writes the checkpoints
+        save_multi(out / CHECKPOINT, model, infos, cfg, ref, info)
+    # sharded: every rank exports and scores the sessions it holds; else rank 0 does them all
+    mine = [score_session(model, s, cfg, out, ref, info, baselines, log) for s in sessions] if plan or d.main else []
+    scored = dict(x for part in d.gather(mine) for x in part) if plan else dict(mine)
+    if not d.main:
+        return {"multisession": True, "rank": d.rank}
+    n_trunk = sum(p.numel() for p in model.trunk.parameters())
+    n_per = {s["name"]: sum(p.numel() for p in model.readins[s["name"]].parameters()) + 2 * s["n_outputs"] for s in infos}
+    log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.stopped}); best mean validation loss {res.best_val:.4f}; "
+        f"trunk {n_trunk} parameters, read-in + output affine {min(n_per.values())}-{max(n_per.values())} per session")
+    summary: dict = {"kind": "decoder", "multisession": True, "outputs": list(infos[0]["behavior_names"]),
+                     "bin_s": float(infos[0]["bin_s"]), "lag_bins": int(cfg["lag_bins"]), "config": cfg["name"],
+                     "virtual_channels": len(model.virtual), "trunk_parameters": n_trunk,
+                     "session_parameters": n_per, "train_seconds": round(res.seconds, 1), "epochs": res.epochs,
+                     "stopped": res.stopped, "world_size": d.world, "shards": ms["shards"], "memmap": ms["memmap"],
+                     "loaded_by_rank": loaded, "sessions": {s["name"]: scored[s["name"]] for s in infos}}
+    for name, r in summary["sessions"].items():
+        log(f"session {name}: test R2 {np.round(r['r2'], 4).tolist()}"
+            + "".join(f", {k} {np.round(v, 4).tolist()}" for k, v in r["baselines"].items()))
+    write_json(out / "metrics.json", summary)
+    return summary
+
+
+def score_session(model: MultiModel, s: Session, cfg: dict, out: Path, ref, info: dict, baselines, log) -> tuple[str, dict]:
+    """Export one session's step graph, score it (and the references) on its test block, write
+    DIR/sessions/<name>/metrics.json."""
     from rt_decoder.evaluation import evaluate_baselines, evaluate_decoder
 
     from .pipeline import set_card_metrics
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    from .distributed import current
-
-    d = current()
-    sessions = load_sessions(paths, cfg, log if d.main else (lambda s: None))
-    res = fit_multi(sessions, cfg, time_limit, ckpt=out / "training_state.pt", resume=resume)
-    model = res.model
-    if not d.main:   # rank 0 alone writes the checkpoint, the exports and the metrics
-        return {"multisession": True, "rank": d.rank}
-    n_trunk = sum(p.numel() for p in model.trunk.parameters())
-    n_per = {s.name: sum(p.numel() for p in model.readins[s.name].parameters()) + 2 * s.prep.n_outputs for s in sessions}
-    log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.stopped}); best mean validation loss {res.best_val:.4f}; "
-        f"trunk {n_trunk} parameters, read-in + output affine {min(n_per.values())}-{max(n_per.values())} per session")
-    ref = input_reference(model, sessions)
-    info = {"epochs": res.epochs, "stopped": res.stopped, "best_val_loss": res.best_val, "train_seconds": round(res.seconds, 1)}
-    save_multi(out / CHECKPOINT, model, sessions, cfg, ref, info)
     do_base = cfg["baselines"]["enabled"] if baselines is None else baselines
     lag = cfg["baselines"]["lag_bins"]
     lag = cfg["lag_bins"] if lag is None else lag
-    summary: dict = {"kind": "decoder", "multisession": True, "outputs": list(sessions[0].rec.behavior_names),
-                     "bin_s": float(sessions[0].rec.bin_s), "lag_bins": int(cfg["lag_bins"]), "config": cfg["name"],
-                     "virtual_channels": len(model.virtual), "trunk_parameters": n_trunk,
-                     "session_parameters": n_per, "train_seconds": round(res.seconds, 1), "epochs": res.epochs,
-                     "stopped": res.stopped, "world_size": d.world, "sessions": {}}
-    for s in sessions:
-        folder = out / "sessions" / s.name
-        path = folder / "model.onnx"
-        export_session(model, s.name, s.prep, cfg, path, ref, s.prep.out_mean, s.prep.out_std, extra=info)
-        ev = evaluate_decoder(path, s.rec, "test", split_bounds=s.prep.split, progress=True)
-        set_card_metrics(path, ev["model"])
-        m = {"outputs": list(s.rec.behavior_names), "bin_s": float(s.rec.bin_s), "lag_bins": int(cfg["lag_bins"]),
-             "split": {k: [int(a), int(b)] for k, (a, b) in s.prep.split.items()}, "model": ev["model"], "baselines": {},
-             "data": s.path, "data_sha256": s.rec.fingerprint(), "session": s.name, "train_seconds": round(res.seconds, 1)}
-        if do_base:
-            for bname, r in evaluate_baselines(s.rec, s.prep.split, lag, folder, progress=True).items():
-                m["baselines"][bname] = r["model"] | {"lag_bins": lag}
-        write_json(folder / "metrics.json", m)
-        summary["sessions"][s.name] = {"data": s.path, "model": str(path), "r2": ev["model"]["r2"],
-                                       "baselines": {k: v["r2"] for k, v in m["baselines"].items()}}
-        log(f"session {s.name}: test R2 {np.round(ev['model']['r2'], 4).tolist()}"
-            + "".join(f", {k} {np.round(v['r2'], 4).tolist()}" for k, v in m["baselines"].items()))
-    write_json(out / "metrics.json", summary)
-    return summary
+    folder = out / "sessions" / s.name
+    path = folder / "model.onnx"
+    export_session(model, s.name, s.prep, cfg, path, ref, s.prep.out_mean, s.prep.out_std, extra=info)
+    ev = evaluate_decoder(path, s.rec, "test", split_bounds=s.prep.split, progress=True)
+    set_card_metrics(path, ev["model"])
+    m = {"outputs": list(s.rec.behavior_names), "bin_s": float(s.rec.bin_s), "lag_bins": int(cfg["lag_bins"]),
+         "split": {k: [int(a), int(b)] for k, (a, b) in s.prep.split.items()}, "model": ev["model"], "baselines": {},
+         "data": s.path, "data_sha256": s.fingerprint, "session": s.name, "train_seconds": info["train_seconds"]}
+    if do_base:
+        for bname, r in evaluate_baselines(s.rec, s.prep.split, lag, folder, progress=True).items():
+            m["baselines"][bname] = r["model"] | {"lag_bins": lag}
+    write_json(folder / "metrics.json", m)
+    return s.name, {"data": s.path, "model": str(path), "r2": ev["model"]["r2"],
+                    "baselines": {k: v["r2"] for k, v in m["baselines"].items()}}

@@ -10,7 +10,10 @@ block; split and lag stated), DIR/<reference>.onnx and DIR/checkpoint.pt (resuma
 atomically and carries the data's sha256 and this run's id; files of an earlier run in DIR
 (metrics.json, reference .onnx files) are replaced or removed. Several --data files (or globs)
 train one multi-session model: a shared trunk and a read-in per session, each session exported as
-an ordinary step graph in DIR/sessions/<name>/.
+an ordinary step graph in DIR/sessions/<name>/. For a corpus larger than memory, set
+multisession.memmap (each session cached once in DIR/cache and memory-mapped); under torchrun,
+multisession.shards N makes each rank load only its share of the sessions (`python -m
+training.train --help` takes the same flags).
 
 --config takes a file or a shipped config's name (`--config chestek_contdata95`); without it
 the shipped default config is used. --resume refuses a checkpoint made from other data or
