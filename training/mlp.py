@@ -8,9 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rt_decoder.model_card import StateSpec
-
-from .reference import LagBufferStep, RefData, lag_window, masked_mse
+from .reference import RefData, lag_batches, lag_step_module, lag_val_loss
 
 HPARAMS = {
     "taps": 10, "hidden": 256, "layers": 2, "dropout": 0.3,
@@ -37,18 +35,8 @@ def build(data: RefData, hp: dict) -> MLP:
 
 
 def batches(net: nn.Module, data: RefData, hp: dict, gen: torch.Generator):
-    rows = data.rows("train")
-    rows = rows[torch.randperm(len(rows), generator=gen)]
-    for i in range(0, len(rows), hp["batch_size"]):
-        r = rows[i:i + hp["batch_size"]]
-        yield masked_mse(net(lag_window(data.x, r, hp["taps"], data.lag_bins)), data.y[r])
+    return lag_batches(net, data, hp, gen, min_rows=1)
 
 
-def val_loss(net: nn.Module, data: RefData, hp: dict) -> float:
-    r = data.rows("val")
-    return float(masked_mse(net(lag_window(data.x, r, hp["taps"], data.lag_bins)), data.y[r]))
-
-
-def step_module(net: nn.Module, data: RefData, hp: dict) -> tuple[nn.Module, list[StateSpec]]:
-    taps = hp["taps"]
-    return LagBufferStep(net, data, taps), [StateSpec("lagbuf", [1, taps + data.lag_bins, data.n_channels])]
+val_loss = lag_val_loss
+step_module = lag_step_module

@@ -140,6 +140,28 @@ class LagBufferStep(torch.nn.Module):
         return self.norm.outputs(self.net(feats)), nxt
 
 
+def lag_batches(net: torch.nn.Module, data: RefData, hp: dict, gen: torch.Generator, min_rows: int = 1):
+    """Shuffled train batches for the feed-forward references on lagged bins (mlp, tcfnn):
+    the masked MSE of each; batches smaller than min_rows are skipped (batch norm needs two)."""
+    rows = data.rows("train")
+    rows = rows[torch.randperm(len(rows), generator=gen)]
+    for i in range(0, len(rows), hp["batch_size"]):
+        r = rows[i:i + hp["batch_size"]]
+        if len(r) < min_rows:
+            continue
+        yield masked_mse(net(lag_window(data.x, r, hp["taps"], data.lag_bins)), data.y[r])
+
+
+def lag_val_loss(net: torch.nn.Module, data: RefData, hp: dict) -> float:
+    r = data.rows("val")
+    return float(masked_mse(net(lag_window(data.x, r, hp["taps"], data.lag_bins)), data.y[r]))
+
+
+def lag_step_module(net: torch.nn.Module, data: RefData, hp: dict) -> tuple[torch.nn.Module, list[StateSpec]]:
+    taps = hp["taps"]
+    return LagBufferStep(net, data, taps), [StateSpec("lagbuf", [1, taps + data.lag_bins, data.n_channels])]
+
+
 @dataclass
 class ReferenceResult:
     name: str
