@@ -176,3 +176,15 @@ def test_refit_training_set_pools_observation_first():
     other.counts, other.channel_names = np.ones((4, 5), np.int32), None
     with pytest.raises(DataError, match="cannot pool"):
         refit_training_set(closed, other)
+
+
+def test_speed_gain_and_task_gain_hand_cases():
+    from rt_decoder.closedloop.experiment import task_gain
+    from rt_decoder.closedloop.refit import speed_gain
+
+    labels = np.array([[3.0, 4.0], [0.0, 10.0], [6.0, 8.0], [0.0, 0.0], [np.nan, np.nan]])   # speeds 5, 10, 10, 0, -
+    decoded = np.array([[0.0, 2.0], [4.0, 0.0], [0.0, 8.0], [9.0, 9.0], [1.0, 1.0]])          # speeds 2, 4, 8
+    assert speed_gain(labels, decoded) == pytest.approx(10.0 / 4.0)    # medians over moving labels only
+    assert speed_gain(np.zeros((3, 2)), decoded[:3]) == 1.0            # nothing moving: no change
+    assert task_gain([]) == 1.0 and task_gain(["--gain", "2", "--hold", "0.3", "--gain=1.5"]) == 1.5
+    assert task_gain(["--gain", "fast"]) == 1.0                        # the task names a bad value itself

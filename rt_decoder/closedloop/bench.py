@@ -64,7 +64,7 @@ def table(rows: dict[str, dict]) -> str:
 
 def row(summary: dict) -> dict:
     out = {c: summary.get(c) for c in COLUMNS}
-    out |= {k: summary[k] for k in ("decode_latency_ms", "deadline_misses", "task_update_latency_ms", "intent_tracking") if k in summary}
+    out |= {k: summary[k] for k in ("decode_latency_ms", "deadline_misses", "task_update_latency_ms", "intent_tracking", "task_gain") if k in summary}
     return out
 
 

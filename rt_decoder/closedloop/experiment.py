@@ -36,7 +36,8 @@ from ..recording import Recording, save_npz, split_bounds
 from . import streams as S
 from .procs import ExperimentError, Procs, cli, last_line
 from .recorder import StreamRecorder, block_recording, save_streams
-from .refit import DATA_MODES, SPEED_MODES, observation_recording, refit_training_set
+from .refit import DATA_MODES, GAIN_MODES, SPEED_MODES, observation_recording, refit_training_set
+from .refit import speed_gain as matched_gain
 
 DECODERS = ("ours", "wiener", "kalman")
 METRIC_KEYS = ("trials", "success_rate", "time_to_target_s", "path_efficiency", "bitrate_bps")
@@ -83,6 +84,7 @@ class Session:
     refit_speed: str = "keep"       # ReFIT label speed: keep (Gilja 2012) | observed (refit.match_speed)
     refit_data: str = "pooled"      # ReFIT training set: pooled (observation + closed loop) | closed (closed loop only)
     refit_init: bool = True         # ours: fine-tune the ReFIT decoder from the observation-trained one
+    refit_gain: str = "none"        # match: the ReFIT block's task gain restores its labels' speed (refit.speed_gain)
     log: object = print
     _session_procs: Procs | None = field(default=None, repr=False)
 
@@ -91,6 +93,8 @@ class Session:
             raise ExperimentError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.refit_speed not in SPEED_MODES:
             raise ExperimentError(f"--refit-speed must be one of {', '.join(SPEED_MODES)}, got {self.refit_speed!r}")
+        if self.refit_gain not in GAIN_MODES:
+            raise ExperimentError(f"--refit-gain must be one of {', '.join(GAIN_MODES)}, got {self.refit_gain!r}")
         if self.refit_data not in DATA_MODES:
             raise ExperimentError(f"--refit-data must be one of {', '.join(DATA_MODES)}, got {self.refit_data!r}")
         self.out = Path(self.out)
@@ -103,7 +107,7 @@ class Session:
                 "stats": f"{base}-dec-stats"}
 
     def run_block(self, folder: Path, mode: str, trials: int, model: Path | None = None,
-                  duration_s: float | None = None) -> Block:
+                  duration_s: float | None = None, gain: float = 1.0) -> Block:
         """Participant (+ runtime) + task as child processes, recorded from here; the block ends
         after `trials` trials (or `duration_s` seconds)."""
         folder = Path(folder)
@@ -137,6 +141,8 @@ class Session:
                 if model is not None:
                     task += ["--decoder", n["decoder"], "--wait", 60]
                 task += self.task_args
+                if gain != 1.0:  # after the user's flags, so it wins: their gain (default 1) times this one
+                    task += ["--gain", f"{task_gain(self.task_args) * gain:.6g}"]
                 if self.headless:
                     task.append("--headless")
                 procs.start("task", task)
@@ -154,6 +160,7 @@ class Session:
         summary = self._block_summary(folder, mode, model, time.monotonic() - t0)
         if model is not None:
             summary["intent_tracking"] = intent_tracking(block)
+            summary["task_gain"] = task_gain(self.task_args) * gain
         write_json(folder / "summary.json", summary)
         self.log(f"{folder.name}: {format_metrics(summary)}")
         return Block(folder.name, folder, block, summary)
@@ -217,6 +224,19 @@ class Session:
                  f"(held-out R2 {r2} for {rec.behavior_names})")
         return model
 
+    def gain_for(self, model: Path, rec: Recording) -> float:
+        """The task gain that gives `model` the speed of the labels of `rec` (the relabelled
+        closed-loop block, replayed offline through the exported graph): with ReFIT's kept speed,
+        the first decoder's speed, so the participant keeps the gain they had (refit.speed_gain)."""
+        from ..step_model import StepModel
+
+        m = StepModel(model)
+        names = list(m.card.outputs)
+        pred = m.run(rec.counts)[:, [names.index("vel_x"), names.index("vel_y")]]
+        g = matched_gain(rec.behavior, pred)
+        self.log(f"{Path(model).parent.name}: task gain {g:.3f} (median ReFIT label / decoded speed on the closed-loop block)")
+        return g
+
     # ------------------------------------------------------------------ the session
 
     def observe(self, folder: Path | None = None) -> Block:
@@ -242,7 +262,10 @@ class Session:
                          f"{'fine-tuned from 2-model' if init else 'from scratch'}")
                 m2 = self.train(refit_set, self.out / "4-model-refit", init_from=init)
                 session.check()
-                cl2 = self.run_block(self.out / "5-closed-refit", "closed", self.trials, model=m2)
+                gain = 1.0
+                if self.refit_gain == "match":
+                    gain = self.gain_for(m2, refit_training_set(cl1.recording, obs.recording, speed=self.refit_speed, data="closed"))
+                cl2 = self.run_block(self.out / "5-closed-refit", "closed", self.trials, model=m2, gain=gain)
             finally:
                 self._session_procs = None
         blocks = [obs, cl1, cl2]
@@ -251,7 +274,7 @@ class Session:
         fig = session_figure(blocks, self.out / "figure.png", title=f"{self.decoder}: observe -> closed -> ReFIT")
         summary = {"decoder": self.decoder, "seed": self.seed, "participant_args": self.participant_args,
                    "task_args": self.task_args,
-                   "refit": {"speed": self.refit_speed, "data": self.refit_data,
+                   "refit": {"speed": self.refit_speed, "data": self.refit_data, "gain": self.refit_gain,
                              "fine_tune": self.decoder == "ours" and self.refit_init}, "observation": obs.summary | {"folder": str(obs.folder)},
                    "blocks": {b.label: b.summary for b in blocks}, "models": {"observe": str(m1), "refit": str(m2)},
                    "figure": str(fig), "participant": participant_desc(obs.folder)}
@@ -267,13 +290,32 @@ def add_refit_arguments(p) -> None:
     p.add_argument("--refit-data", choices=DATA_MODES, default="pooled",
                    help="ReFIT training set: pooled = observation block + relabelled closed-loop block; "
                         "closed = the closed-loop block alone (default: pooled)")
+    p.add_argument("--refit-gain", choices=GAIN_MODES, default="none",
+                   help="match: the ReFIT block's task gain is set so the refit decoder's median speed on the closed-loop "
+                        "block equals its labels' (with --refit-speed keep: the first decoder's speed, undoing the refit's "
+                        "shrinkage); none: the task's gain as given (default: none)")
     p.add_argument("--refit-from-scratch", action="store_true",
                    help="ours: train the ReFIT decoder from scratch instead of fine-tuning the observation-trained one")
 
 
 def refit_kwargs(args) -> dict:
     """Session keyword arguments from add_refit_arguments' flags."""
-    return {"refit_speed": args.refit_speed, "refit_data": args.refit_data, "refit_init": not args.refit_from_scratch}
+    return {"refit_speed": args.refit_speed, "refit_data": args.refit_data, "refit_init": not args.refit_from_scratch,
+            "refit_gain": args.refit_gain}
+
+
+def task_gain(task_args: list[str]) -> float:
+    """The --gain among the task flags (the last one, as argparse reads it), 1.0 without one."""
+    g = "1"
+    for i, a in enumerate(task_args):
+        if a == "--gain" and i + 1 < len(task_args):
+            g = task_args[i + 1]
+        elif a.startswith("--gain="):
+            g = a.split("=", 1)[1]
+    try:
+        return float(g)
+    except ValueError:  # the task itself names a bad --gain
+        return 1.0
 
 
 def fine_tune_config(config: Path, checkpoint: Path, out: Path) -> Path:

@@ -42,6 +42,7 @@ from ..recording import Recording
 
 SPEED_MODES = ("keep", "observed")
 DATA_MODES = ("pooled", "closed")
+GAIN_MODES = ("none", "match")
 
 
 def intended_velocity(decoded: np.ndarray, cursor: np.ndarray, target: np.ndarray, radius: np.ndarray) -> np.ndarray:
@@ -77,6 +78,18 @@ def match_speed(labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
     new = np.interp(rank, (np.arange(ref.size) + 0.5) / ref.size, ref)
     y[moving] *= (new / sp[moving])[:, None]
     return y
+
+
+def speed_gain(labels: np.ndarray, decoded: np.ndarray) -> float:
+    """The velocity gain that gives a decoder the speed of its labels: median label speed / median
+    decoded speed over the rows with a moving label (a least-squares fit shrinks its output speed
+    toward zero; this undoes it, using only the training data). 1.0 when there is nothing to compare."""
+    lab = np.hypot(*np.asarray(labels, np.float64).reshape(-1, 2).T)
+    dec = np.hypot(*np.asarray(decoded, np.float64).reshape(-1, 2).T)
+    ok = np.isfinite(lab) & np.isfinite(dec) & (lab > 0)
+    if not ok.any() or np.median(dec[ok]) <= 0:
+        return 1.0
+    return float(np.median(lab[ok]) / np.median(dec[ok]))
 
 
 def concat(recs: list[Recording], source: str) -> Recording:
