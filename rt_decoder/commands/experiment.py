@@ -4,7 +4,8 @@
   (b) train the decoder on that block (ours via `rt-decoder train`; Wiener / Kalman as `train` fits them)
   (c) closed-loop block: participant -> `rt-decoder run` -> task
   (d) ReFIT recalibration on (c): decoded velocity rotated toward the target, zero in the target
-      (Gilja et al. 2012), the decoder refit on those labels
+      (Gilja et al. 2012); the decoder refit on (a) + those labels (--refit-data), ours fine-tuned
+      from (b) (--refit-from-scratch to not), label speed per --refit-speed, gain per --refit-gain
   (e) closed-loop block with the recalibrated decoder
 
 Each block's recording (block.npz, streams.npz), model, trials.csv, summary.json and logs go to
