@@ -30,7 +30,13 @@ to slower online decode velocities").
 
 Label speed (`speed`): "keep" is Gilja's rotation (decoded speed kept); "observed" maps the reach
 label speeds, by quantile, onto the speed distribution of the observation block's labels (the scale
-the first decoder was taught), independent of the decoder's gain.
+the first decoder was taught), independent of the decoder's gain. On the simulated participant
+"observed" is slower than "keep" (the observation labels are the cursor's minimum-jerk speeds), so
+"keep" is the default.
+
+Gain (speed_gain, `--refit-gain match`): a least-squares refit shrinks its output speed below its
+labels'; the ReFIT block's task gain can restore it (median label speed / median decoded speed on
+the closed-loop block, replayed offline), so the participant keeps the speed they had.
 """
 
 from __future__ import annotations
