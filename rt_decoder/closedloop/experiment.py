@@ -84,7 +84,7 @@ class Session:
     refit_speed: str = "keep"       # ReFIT label speed: keep (Gilja 2012) | observed (refit.match_speed)
     refit_data: str = "pooled"      # ReFIT training set: pooled (observation + closed loop) | closed (closed loop only)
     refit_init: bool = True         # ours: fine-tune the ReFIT decoder from the observation-trained one
-    refit_gain: str = "none"        # match: the ReFIT block's task gain restores its labels' speed (refit.speed_gain)
+    refit_gain: str = "match"       # match: the ReFIT block's task gain restores its labels' speed (refit.speed_gain)
     log: object = print
     _session_procs: Procs | None = field(default=None, repr=False)
 
@@ -290,10 +290,10 @@ def add_refit_arguments(p) -> None:
     p.add_argument("--refit-data", choices=DATA_MODES, default="pooled",
                    help="ReFIT training set: pooled = observation block + relabelled closed-loop block; "
                         "closed = the closed-loop block alone (default: pooled)")
-    p.add_argument("--refit-gain", choices=GAIN_MODES, default="none",
+    p.add_argument("--refit-gain", choices=GAIN_MODES, default="match",
                    help="match: the ReFIT block's task gain is set so the refit decoder's median speed on the closed-loop "
                         "block equals its labels' (with --refit-speed keep: the first decoder's speed, undoing the refit's "
-                        "shrinkage); none: the task's gain as given (default: none)")
+                        "shrinkage); none: the task's gain as given (default: match)")
     p.add_argument("--refit-from-scratch", action="store_true",
                    help="ours: train the ReFIT decoder from scratch instead of fine-tuning the observation-trained one")
 

@@ -36,7 +36,7 @@ the first decoder was taught), independent of the decoder's gain. On the simulat
 
 Gain (speed_gain, `--refit-gain match`): a least-squares refit shrinks its output speed below its
 labels'; the ReFIT block's task gain can restore it (median label speed / median decoded speed on
-the closed-loop block, replayed offline), so the participant keeps the speed they had.
+the closed-loop block, replayed offline), so the participant keeps the speed they had (default).
 """
 
 from __future__ import annotations
