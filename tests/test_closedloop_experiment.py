@@ -24,7 +24,7 @@ def _experiment(*args: str, timeout: float = 300) -> subprocess.CompletedProcess
 def test_short_wiener_session_writes_every_file(tmp_path):
     out = tmp_path / "session"
     p = _experiment("--decoder", "wiener", "--out", str(out), "--headless", "--observe-s", "25", "--trials", "4",
-                    "--seed", "3")
+                    "--seed", "3", "--refit-gain", "match")
     assert p.returncode == 0, p.stderr[-2000:] + p.stdout[-2000:]
     for b in BLOCKS:
         d = out / b
@@ -50,6 +50,16 @@ def test_short_wiener_session_writes_every_file(tmp_path):
         assert card.outputs == ["vel_x", "vel_y"] and card.model_type == "wiener"
     refit = load_npz(out / "4-model-refit" / "train.npz")
     assert np.isnan(refit.behavior).any() and np.isfinite(refit.behavior).any()  # ITI unknown, reach relabelled
+    # pooled: the observation block (cursor velocity) then the relabelled closed-loop block
+    n_obs, n_cl = (load_npz(out / b / "block.npz").n_bins for b in ("1-observe", "3-closed"))
+    assert refit.n_bins == n_obs + n_cl and np.isfinite(refit.behavior[:n_obs]).all()
+    g3, g5 = (json.loads((out / b / "summary.json").read_text())["task_gain"] for b in ("3-closed", "5-closed-refit"))
+    assert g3 == 1.0 and 0.2 < g5 < 5 and g5 != 1.0   # --refit-gain match: the ReFIT block's gain was set
+    task_cmd = (out / "5-closed-refit" / "logs" / "task.log").read_text().splitlines()[0]
+    assert task_cmd.endswith(f"--gain {g5:.6g}") or f"--gain {g5:.6g} " in task_cmd
+    assert "--gain" not in (out / "3-closed" / "logs" / "task.log").read_text().splitlines()[0]
+    assert json.loads((out / "summary.json").read_text())["refit"] == {"speed": "keep", "data": "pooled", "gain": "match",
+                                                                       "fine_tune": False}
     top = json.loads((out / "summary.json").read_text())
     assert set(top["blocks"]) == set(BLOCKS) and top["decoder"] == "wiener"
     fig = Path(top["figure"])

@@ -131,3 +131,60 @@ def test_intent_tracking_hand_case():
     assert t["reach_bins"] == 4 and t["hold_bins"] == 2
     assert t["reach_speed_ratio"] == pytest.approx(0.5) and t["reach_angle_error_deg"] == pytest.approx(10.0)
     assert t["hold_decoded_speed_cm_s"] == pytest.approx(3.0)
+
+
+def test_match_speed_maps_quantiles_keeps_direction_zero_and_nan():
+    from rt_decoder.closedloop.refit import match_speed
+
+    labels = np.array([[0.0, 0.0], [0.0, 1.0], [-2.0, 0.0], [0.6, 0.8], [np.nan, np.nan], [0.0, 3.0]])
+    ref = np.array([[10.0, 0.0], [0.0, 0.0], [0.0, 20.0], [-30.0, 0.0], [0.0, 40.0]])  # moving speeds 10..40
+    y = match_speed(labels, ref)
+    # moving label speeds 1, 2, 1, 3 -> mid-rank quantiles; 4 reference quantiles (i + 0.5) / 4
+    # ranks: 1 (row 1) -> 0, 1 (row 3) -> 1, 2 -> 2, 3 -> 3 (stable argsort keeps row order for ties)
+    np.testing.assert_allclose(y[0], [0.0, 0.0])
+    np.testing.assert_allclose(y[1], [0.0, 10.0])
+    np.testing.assert_allclose(y[2], [-30.0, 0.0])
+    np.testing.assert_allclose(y[3], [0.6 * 20.0, 0.8 * 20.0])
+    assert np.isnan(y[4]).all()
+    np.testing.assert_allclose(y[5], [0.0, 40.0])
+
+
+def test_refit_training_set_pools_observation_first():
+    from rt_decoder.closedloop.refit import refit_training_set
+
+    closed, obs = _block(), _block()
+    obs.behavior[:, 2] = [5.0, 4.0, 3.0, 2.0]          # cursor vel_x in the observation block
+    obs.trial_starts = np.array([0, 2])
+    closed.trial_starts = np.array([1])
+    pooled = refit_training_set(closed, obs, speed="keep", data="pooled")
+    assert pooled.n_bins == 8 and pooled.trial_starts.tolist() == [0, 2, 5]
+    np.testing.assert_allclose(pooled.behavior[:4, 0], [5.0, 4.0, 3.0, 2.0])
+    np.testing.assert_allclose(pooled.behavior[4:7], [[2.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    only = refit_training_set(closed, None, speed="keep", data="closed")
+    assert only.n_bins == 4
+    np.testing.assert_allclose(only.behavior[:3], [[2.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    # observed: the two moving ReFIT labels (speeds 2 and 1) take the observation speeds' quantiles
+    obs_sp = refit_training_set(closed, obs, speed="observed", data="closed")
+    # sorted observation speeds 2, 3, 4, 5 sit at quantiles 1/8, 3/8, 5/8, 7/8; speed 2 (rank 1 of 2) is
+    # quantile 3/4 -> halfway from 4 to 5; speed 1 is quantile 1/4 -> halfway from 2 to 3
+    np.testing.assert_allclose(obs_sp.behavior[:3], [[4.5, 0.0], [2.5, 0.0], [0.0, 0.0]])
+    with pytest.raises(DataError, match="observation block"):
+        refit_training_set(closed, None, speed="keep", data="pooled")
+    with pytest.raises(DataError, match="label speed"):
+        refit_training_set(closed, obs, speed="fast")
+    other = _block()
+    other.counts, other.channel_names = np.ones((4, 5), np.int32), None
+    with pytest.raises(DataError, match="cannot pool"):
+        refit_training_set(closed, other)
+
+
+def test_speed_gain_and_task_gain_hand_cases():
+    from rt_decoder.closedloop.experiment import task_gain
+    from rt_decoder.closedloop.refit import speed_gain
+
+    labels = np.array([[3.0, 4.0], [0.0, 10.0], [6.0, 8.0], [0.0, 0.0], [np.nan, np.nan]])   # speeds 5, 10, 10, 0, -
+    decoded = np.array([[0.0, 2.0], [4.0, 0.0], [0.0, 8.0], [9.0, 9.0], [1.0, 1.0]])          # speeds 2, 4, 8
+    assert speed_gain(labels, decoded) == pytest.approx(10.0 / 4.0)    # medians over moving labels only
+    assert speed_gain(np.zeros((3, 2)), decoded[:3]) == 1.0            # nothing moving: no change
+    assert task_gain([]) == 1.0 and task_gain(["--gain", "2", "--hold", "0.3", "--gain=1.5"]) == 1.5
+    assert task_gain(["--gain", "fast"]) == 1.0                        # the task names a bad value itself

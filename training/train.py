@@ -76,7 +76,9 @@ def build_model(prep: Prepared, cfg: dict) -> Model:
 
 
 def transfer_unet(model: Model, path: str) -> int:
-    """Initialise the UNet from a trained generative checkpoint (the thesis's transfer)."""
+    """Initialise the UNet from a trained generative checkpoint (the thesis's transfer); from a
+    decoder checkpoint, every network tensor of matching shape (head too): fine-tuning, e.g. a ReFIT
+    recalibration starting from the observation-trained decoder."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -85,7 +87,12 @@ def transfer_unet(model: Model, path: str) -> int:
         raise ConfigError(where(path, f"training.init_from: not a readable checkpoint ({type(e).__name__})")) from None
     src = ck.get("best_model", ck.get("model", {}))
     own = model.state_dict()
-    take = {k: v for k, v in src.items() if k.startswith("net.unet.") and k in own and own[k].shape == v.shape}
+    try:
+        kind = json.loads(ck.get("net_config_json", "{}")).get("kind")
+    except (TypeError, ValueError):
+        kind = None
+    prefix = "net." if kind == "decoder" and model.net.cfg.kind == "decoder" else "net.unet."
+    take = {k: v for k, v in src.items() if k.startswith(prefix) and k in own and own[k].shape == v.shape}
     if not take:
         raise ConfigError(where(path, "training.init_from: no UNet weights of matching shape (same canvas, decays, widths?)"))
     own.update(take)
@@ -254,7 +261,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     model = build_model(prep, cfg)
     if t["init_from"] and not resume:
         n = transfer_unet(model, t["init_from"])
-        log(f"initialised {n} UNet tensors from {t['init_from']}")
+        log(f"initialised {n} network tensors from {t['init_from']}")
     if cfg["kind"] == "generative" and not resume:
         init_rates(model, prep)
     batches = Batches(prep, cfg, model, gen)

@@ -38,6 +38,9 @@ def add_closed_loop_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, help="training time limit for ours (s; default: the config's)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-closed-loop"), help="folder for every block, model and the figure")
     p.add_argument("--json", type=Path, help="write the figures here")
+    from .experiment import add_refit_arguments
+
+    add_refit_arguments(p)
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -61,14 +64,14 @@ def table(rows: dict[str, dict]) -> str:
 
 def row(summary: dict) -> dict:
     out = {c: summary.get(c) for c in COLUMNS}
-    out |= {k: summary[k] for k in ("decode_latency_ms", "deadline_misses", "task_update_latency_ms", "intent_tracking") if k in summary}
+    out |= {k: summary[k] for k in ("decode_latency_ms", "deadline_misses", "task_update_latency_ms", "intent_tracking", "task_gain") if k in summary}
     return out
 
 
 def run_closed_loop(args: argparse.Namespace) -> int:
     import shlex
 
-    from .experiment import Session, interrupt_on_sigterm
+    from .experiment import Session, interrupt_on_sigterm, refit_kwargs
     from .figure import bench_figure
     from .procs import ExperimentError
 
@@ -88,7 +91,7 @@ def run_closed_loop(args: argparse.Namespace) -> int:
 
     common = dict(participant_args=p_args, task_args=shlex.split(args.task), headless=True, observe_s=args.observe_s,
                   trials=args.trials, seed=args.seed, budget_ms=args.budget_ms, config=args.config,
-                  time_limit_s=args.time_limit, log=log)
+                  time_limit_s=args.time_limit, log=log, **refit_kwargs(args))
     t0 = time.monotonic()
     load0 = os.getloadavg()
     log(f"observation block ({args.observe_s:g} s, encoding {args.encoding}, seed {args.seed})")
@@ -112,7 +115,7 @@ def run_closed_loop(args: argparse.Namespace) -> int:
     participant = json.loads((out / decoders[0] / "summary.json").read_text()).get("participant", {})
     participant |= {"encoding": args.encoding, "seed": args.seed, "flags": p_args}
     result = {"decoders": rows, "participant": participant, "observation": obs.summary,
-              "trials": args.trials, "observe_s": args.observe_s, "figure": str(fig),
+              "refit": refit_kwargs(args), "trials": args.trials, "observe_s": args.observe_s, "figure": str(fig),
               "wall_s": round(time.monotonic() - t0, 1), "load_avg_1min": [load0[0], load1[0]], "cpus": os.cpu_count()}
     print(f"figure: {fig}; load average {load0[0]:.1f} -> {load1[0]:.1f} on {os.cpu_count()} cores", file=sys.stderr)
     if args.json:

@@ -6,7 +6,8 @@
                   ours through `rt-decoder train` (its own process: torch never enters this one),
                   Wiener / Kalman through the same fit as `train` (evaluation.evaluate_baselines)
   3-closed        closed-loop block: participant -> `rt-decoder run` -> task
-  4-model-refit   ReFIT recalibration (refit.py, Gilja et al. 2012) on block 3's data
+  4-model-refit   ReFIT recalibration (refit.py, Gilja et al. 2012): block 3 relabelled with the
+                  intended velocity, pooled with block 1 (refit_data), ours fine-tuned from 2-model
   5-closed-refit  closed-loop block with the recalibrated decoder
 
 Each block runs the real commands (`rt-decoder participant`, `run`, `task`) as child processes,
@@ -35,7 +36,8 @@ from ..recording import Recording, save_npz, split_bounds
 from . import streams as S
 from .procs import ExperimentError, Procs, cli, last_line
 from .recorder import StreamRecorder, block_recording, save_streams
-from .refit import observation_recording, refit_recording
+from .refit import DATA_MODES, GAIN_MODES, SPEED_MODES, observation_recording, refit_training_set
+from .refit import speed_gain as matched_gain
 
 DECODERS = ("ours", "wiener", "kalman")
 METRIC_KEYS = ("trials", "success_rate", "time_to_target_s", "path_efficiency", "bitrate_bps")
@@ -79,12 +81,22 @@ class Session:
     prefix: str = field(default_factory=lambda: f"cl{uuid.uuid4().hex[:6]}")
     participant_command: list[str] = field(default_factory=lambda: cli("participant"))  # a real rig: its own
     spikes: str | None = None  # an existing spike stream (a real array): no simulated participant is started
+    refit_speed: str = "keep"       # ReFIT label speed: keep (Gilja 2012) | observed (refit.match_speed)
+    refit_data: str = "pooled"      # ReFIT training set: pooled (observation + closed loop) | closed (closed loop only)
+    refit_init: bool = True         # ours: fine-tune the ReFIT decoder from the observation-trained one
+    refit_gain: str = "match"       # match: the ReFIT block's task gain restores its labels' speed (refit.speed_gain)
     log: object = print
     _session_procs: Procs | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
             raise ExperimentError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.refit_speed not in SPEED_MODES:
+            raise ExperimentError(f"--refit-speed must be one of {', '.join(SPEED_MODES)}, got {self.refit_speed!r}")
+        if self.refit_gain not in GAIN_MODES:
+            raise ExperimentError(f"--refit-gain must be one of {', '.join(GAIN_MODES)}, got {self.refit_gain!r}")
+        if self.refit_data not in DATA_MODES:
+            raise ExperimentError(f"--refit-data must be one of {', '.join(DATA_MODES)}, got {self.refit_data!r}")
         self.out = Path(self.out)
 
     # ------------------------------------------------------------------ blocks
@@ -95,7 +107,7 @@ class Session:
                 "stats": f"{base}-dec-stats"}
 
     def run_block(self, folder: Path, mode: str, trials: int, model: Path | None = None,
-                  duration_s: float | None = None) -> Block:
+                  duration_s: float | None = None, gain: float = 1.0) -> Block:
         """Participant (+ runtime) + task as child processes, recorded from here; the block ends
         after `trials` trials (or `duration_s` seconds)."""
         folder = Path(folder)
@@ -129,6 +141,8 @@ class Session:
                 if model is not None:
                     task += ["--decoder", n["decoder"], "--wait", 60]
                 task += self.task_args
+                if gain != 1.0:  # after the user's flags, so it wins: their gain (default 1) times this one
+                    task += ["--gain", f"{task_gain(self.task_args) * gain:.6g}"]
                 if self.headless:
                     task.append("--headless")
                 procs.start("task", task)
@@ -146,6 +160,7 @@ class Session:
         summary = self._block_summary(folder, mode, model, time.monotonic() - t0)
         if model is not None:
             summary["intent_tracking"] = intent_tracking(block)
+            summary["task_gain"] = task_gain(self.task_args) * gain
         write_json(folder / "summary.json", summary)
         self.log(f"{folder.name}: {format_metrics(summary)}")
         return Block(folder.name, folder, block, summary)
@@ -173,14 +188,18 @@ class Session:
 
     # ------------------------------------------------------------------ training
 
-    def train(self, rec: Recording, folder: Path) -> Path:
-        """Fit the session's decoder on `rec` (behaviour vel_x, vel_y) into `folder`; returns the model."""
+    def train(self, rec: Recording, folder: Path, init_from: Path | None = None) -> Path:
+        """Fit the session's decoder on `rec` (behaviour vel_x, vel_y) into `folder`; returns the model.
+        `init_from`: a checkpoint of ours to fine-tune from (training.init_from; Wiener/Kalman are
+        closed-form fits and ignore it)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         data = save_npz(rec, folder / "train.npz")
         t0 = time.monotonic()
         if self.decoder == "ours":
             cfg = self.config or default_config()
+            if init_from is not None:
+                cfg = fine_tune_config(cfg, Path(init_from), folder / "config.yaml")
             cmd = cli("train", "--config", cfg, "--data", data, "--out", folder, "--no-baselines", "--seed", self.seed)
             if self.time_limit_s:
                 cmd += ["--time-limit", str(self.time_limit_s)]
@@ -205,6 +224,19 @@ class Session:
                  f"(held-out R2 {r2} for {rec.behavior_names})")
         return model
 
+    def gain_for(self, model: Path, rec: Recording) -> float:
+        """The task gain that gives `model` the speed of the labels of `rec` (the relabelled
+        closed-loop block, replayed offline through the exported graph): with ReFIT's kept speed,
+        the first decoder's speed, so the participant keeps the gain they had (refit.speed_gain)."""
+        from ..step_model import StepModel
+
+        m = StepModel(model)
+        names = list(m.card.outputs)
+        pred = m.run(rec.counts)[:, [names.index("vel_x"), names.index("vel_y")]]
+        g = matched_gain(rec.behavior, pred)
+        self.log(f"{Path(model).parent.name}: task gain {g:.3f} (median ReFIT label / decoded speed on the closed-loop block)")
+        return g
+
     # ------------------------------------------------------------------ the session
 
     def observe(self, folder: Path | None = None) -> Block:
@@ -224,9 +256,16 @@ class Session:
                 m1 = self.train(observation_recording(obs.recording), self.out / "2-model")
                 session.check()
                 cl1 = self.run_block(self.out / "3-closed", "closed", self.trials, model=m1)
-                m2 = self.train(refit_recording(cl1.recording), self.out / "4-model-refit")
+                refit_set = refit_training_set(cl1.recording, obs.recording, speed=self.refit_speed, data=self.refit_data)
+                init = self.out / "2-model" / "checkpoint.pt" if self.decoder == "ours" and self.refit_init else None
+                self.log(f"4-model-refit: ReFIT labels (speed {self.refit_speed}) on {self.refit_data} data, "
+                         f"{'fine-tuned from 2-model' if init else 'from scratch'}")
+                m2 = self.train(refit_set, self.out / "4-model-refit", init_from=init)
                 session.check()
-                cl2 = self.run_block(self.out / "5-closed-refit", "closed", self.trials, model=m2)
+                gain = 1.0
+                if self.refit_gain == "match":
+                    gain = self.gain_for(m2, refit_training_set(cl1.recording, obs.recording, speed=self.refit_speed, data="closed"))
+                cl2 = self.run_block(self.out / "5-closed-refit", "closed", self.trials, model=m2, gain=gain)
             finally:
                 self._session_procs = None
         blocks = [obs, cl1, cl2]
@@ -234,11 +273,61 @@ class Session:
 
         fig = session_figure(blocks, self.out / "figure.png", title=f"{self.decoder}: observe -> closed -> ReFIT")
         summary = {"decoder": self.decoder, "seed": self.seed, "participant_args": self.participant_args,
-                   "task_args": self.task_args, "observation": obs.summary | {"folder": str(obs.folder)},
+                   "task_args": self.task_args,
+                   "refit": {"speed": self.refit_speed, "data": self.refit_data, "gain": self.refit_gain,
+                             "fine_tune": self.decoder == "ours" and self.refit_init}, "observation": obs.summary | {"folder": str(obs.folder)},
                    "blocks": {b.label: b.summary for b in blocks}, "models": {"observe": str(m1), "refit": str(m2)},
                    "figure": str(fig), "participant": participant_desc(obs.folder)}
         write_json(self.out / "summary.json", summary, default=float)
         return summary
+
+
+def add_refit_arguments(p) -> None:
+    """The ReFIT flags, shared by `experiment` and `bench closed-loop`."""
+    p.add_argument("--refit-speed", choices=SPEED_MODES, default="keep",
+                   help="ReFIT label speed: keep = the decoded speed, rotated toward the target (Gilja et al. 2012); "
+                        "observed = mapped by quantile onto the observation block's label speeds (default: keep)")
+    p.add_argument("--refit-data", choices=DATA_MODES, default="pooled",
+                   help="ReFIT training set: pooled = observation block + relabelled closed-loop block; "
+                        "closed = the closed-loop block alone (default: pooled)")
+    p.add_argument("--refit-gain", choices=GAIN_MODES, default="match",
+                   help="match: the ReFIT block's task gain is set so the refit decoder's median speed on the closed-loop "
+                        "block equals its labels' (with --refit-speed keep: the first decoder's speed, undoing the refit's "
+                        "shrinkage); none: the task's gain as given (default: match)")
+    p.add_argument("--refit-from-scratch", action="store_true",
+                   help="ours: train the ReFIT decoder from scratch instead of fine-tuning the observation-trained one")
+
+
+def refit_kwargs(args) -> dict:
+    """Session keyword arguments from add_refit_arguments' flags."""
+    return {"refit_speed": args.refit_speed, "refit_data": args.refit_data, "refit_init": not args.refit_from_scratch,
+            "refit_gain": args.refit_gain}
+
+
+def task_gain(task_args: list[str]) -> float:
+    """The --gain among the task flags (the last one, as argparse reads it), 1.0 without one."""
+    g = "1"
+    for i, a in enumerate(task_args):
+        if a == "--gain" and i + 1 < len(task_args):
+            g = task_args[i + 1]
+        elif a.startswith("--gain="):
+            g = a.split("=", 1)[1]
+    try:
+        return float(g)
+    except ValueError:  # the task itself names a bad --gain
+        return 1.0
+
+
+def fine_tune_config(config: Path, checkpoint: Path, out: Path) -> Path:
+    """`config` (a file or a shipped name) with training.init_from = `checkpoint`, written to `out`."""
+    import yaml
+
+    from ..configs import resolve
+
+    raw = yaml.safe_load(resolve(config).read_text()) or {}
+    raw.setdefault("training", {})["init_from"] = str(Path(checkpoint).resolve())
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
 
 
 def intent_tracking(block: Recording) -> dict:
@@ -290,6 +379,9 @@ def format_metrics(s: dict) -> str:
 
     text = (f"{f('trials', 'd')} trials, success {f('success_rate', '.0%')}, time to target {f('time_to_target_s', '.2f')} s, "
             f"path efficiency {f('path_efficiency', '.2f')}, bitrate {f('bitrate_bps', '.2f')} bit/s")
+    ratio = (s.get("intent_tracking") or {}).get("reach_speed_ratio")
+    if ratio is not None:
+        text += f", decoded/intended speed {ratio:.2f}"
     if "decode_latency_ms" in s:
         lat = s["decode_latency_ms"]
         text += f"; decode latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, {s.get('deadline_misses', 0)} misses"

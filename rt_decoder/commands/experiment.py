@@ -4,7 +4,8 @@
   (b) train the decoder on that block (ours via `rt-decoder train`; Wiener / Kalman as `train` fits them)
   (c) closed-loop block: participant -> `rt-decoder run` -> task
   (d) ReFIT recalibration on (c): decoded velocity rotated toward the target, zero in the target
-      (Gilja et al. 2012), the decoder refit on those labels
+      (Gilja et al. 2012); the decoder refit on (a) + those labels (--refit-data), ours fine-tuned
+      from (b) (--refit-from-scratch to not), label speed per --refit-speed, gain per --refit-gain
   (e) closed-loop block with the recalibrated decoder
 
 Each block's recording (block.npz, streams.npz), model, trials.csv, summary.json and logs go to
@@ -44,10 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-ms", type=float, default=5.0, help="the runtime's latency budget (default 5)")
     p.add_argument("--config", type=Path, help="training config for --decoder ours (default configs/closedloop.yaml)")
     p.add_argument("--time-limit", type=float, help="stop training ours after S seconds (default: the config's)")
+    from rt_decoder.closedloop.experiment import add_refit_arguments
+
+    add_refit_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rt_decoder.closedloop.experiment import Session, session_main
+    from rt_decoder.closedloop.experiment import Session, refit_kwargs, session_main
     from rt_decoder.closedloop.procs import ExperimentError
 
     if args.trials < 1 or args.observe_s <= 0:
@@ -55,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
     s = Session(decoder=args.decoder, out=args.out, participant_args=shlex.split(args.participant),
                 task_args=shlex.split(args.task), headless=args.headless, observe_s=args.observe_s,
                 trials=args.trials, seed=args.seed, budget_ms=args.budget_ms, config=args.config,
-                time_limit_s=args.time_limit, spikes=args.spikes, **({"prefix": args.name} if args.name else {}), log=lambda line: print(f"rt-decoder experiment: {line}", flush=True))
+                time_limit_s=args.time_limit, spikes=args.spikes, **refit_kwargs(args), **({"prefix": args.name} if args.name else {}), log=lambda line: print(f"rt-decoder experiment: {line}", flush=True))
     return session_main(s)
