@@ -448,6 +448,7 @@ class Participant:
             wanted.append((S.pointer_name(self.cfg.task), S.POINTER_TYPE))
         self._resolvers = [threading.Thread(target=self._resolve, args=w, daemon=True, name=f"participant-resolve-{w[0]}")
                            for w in wanted]
+        self._resolve_t0 = time.monotonic()
         for r in self._resolvers:
             r.start()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"participant-{self.cfg.name}")
@@ -465,8 +466,11 @@ class Participant:
     def close(self) -> dict[str, Any]:
         """Stop, close inputs, write the final log; returns the summary. Raises the loop's error, if any."""
         self.stop()
+        # a resolver past its --wait is about to report (a missing stream is an error, even when the
+        # block's --duration ended first); one still inside its wait is abandoned (stopped early)
+        late = time.monotonic() > getattr(self, "_resolve_t0", math.inf) + self.cfg.wait_s
         for r in getattr(self, "_resolvers", []):
-            r.join(timeout=0.1)
+            r.join(timeout=5.0 if late else 0.1)
         for cl in self._clocks:
             cl.close()
         summary = self.summary()

@@ -111,11 +111,11 @@ def resolve_all(spec: StreamSpec, timeout: float, also: list[str] = (), stop: th
     pred = spec.predicate()
     t0 = time.monotonic()
     found = lsl.resolve_bypred(pred, 1, min(0.5, max(timeout, 0.05)))
+    if not found and timeout > 0.5 and say is not None:   # said even when a slow first probe used the time up
+        say(f"waiting up to {timeout:g} s for the input ({spec}); start the source, or Ctrl-C to stop")
     if not found and timeout - (time.monotonic() - t0) > 0.05:
         from tqdm import tqdm
 
-        if say is not None:
-            say(f"waiting up to {timeout:g} s for the input ({spec}); start the source, or Ctrl-C to stop")
         with tqdm(total=round(timeout), unit="s", desc="waiting for input", leave=False, disable=None,
                   bar_format="{desc}: {n:.0f}/{total} s") as bar:
             while not found and not (stop is not None and stop.is_set()):
