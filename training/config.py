@@ -14,12 +14,14 @@ from typing import Any
 import yaml
 
 from rt_decoder.errors import ConfigError, where
+from rt_decoder.loaders.targets import parse_targets
 
 DEFAULTS: dict[str, Any] = {
     "name": "model",
     "data": None,                   # recording path (relative to the config file or cwd); --data overrides
     "bin_ms": None,                 # re-bin to this width; None keeps the recording's
     "kind": "decoder",              # decoder | generative
+    "targets": "cursor",            # behaviour to decode: cursor | force | emg | all, or a comma list (cursor,emg)
     "lag_bins": 0,                  # 0: zeta including bin k predicts y_k; 1: thesis eq. 3.6
     "split": {"val": 0.1, "test": 0.2},
     "retention": {
@@ -132,6 +134,7 @@ def validate(cfg: dict, src: str) -> dict:
         if _get(cfg, path) not in choices:
             raise ConfigError(where(src, f"{path} must be one of {', '.join(map(str, choices))}, got {_get(cfg, path)!r}"))
     _num(cfg, src, "bin_ms", lo=0, lo_open=True, optional=True)
+    parse_targets(cfg["targets"], f"{src}: targets")
     _num(cfg, src, "lag_bins", lo=0, hi=1, integer=True)
     _num(cfg, src, "split.val", lo=0, hi=0.5, lo_open=True)
     _num(cfg, src, "split.test", lo=0, hi=0.5, lo_open=True)

@@ -125,7 +125,7 @@ def load_sessions(paths: list[str], cfg: dict, log=print, cache_dir: str | Path 
             log(f"session {name}: {rec.n_bins} bins x {rec.n_channels} channels, memory-mapped from {folder}")
             continue
         corpus.OPENED.append(str(path))
-        rec = load_recording(path, cfg["bin_ms"])
+        rec = load_recording(path, cfg["bin_ms"], cfg.get("targets"))
         if sessions:
             first = sessions[0].rec
             if abs(rec.bin_s - first.bin_s) > 1e-9:

@@ -122,7 +122,7 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         return run_multisession(cfg, paths, out, time_limit=time_limit, baselines=baselines, resume=resume, log=log)
     path = paths[0]
     out = check_output_dir(out, "--out folder")
-    rec = load_recording(path, cfg["bin_ms"])
+    rec = load_recording(path, cfg["bin_ms"], cfg.get("targets"))
     prep = prepare(rec, cfg)
     run_id = new_run_id()
     if prep.nan_rows:

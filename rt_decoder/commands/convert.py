@@ -7,6 +7,7 @@ folders (Ziv calcium files, nelpy spikes.mat + trajectory.videoPositionTracking)
 
 Binned inputs re-bin by a whole factor (--bin-ms must be a multiple of the native bin); spike
 times (NWB, XDF SpikeEvents, nelpy, event .npz) are binned at --bin-ms, 20 ms when not given.
+--targets keeps cursor, force or EMG columns (limblab files carry all three; default cursor).
 Prints one line: bins, channels, bin width, behaviour columns, duration, trials.
 """
 
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bin-ms", type=float, default=None, metavar="B",
                         help="bin width in ms: re-bin counts (whole multiple of the native bin) or bin "
                              "spike times (default: native bin; 20 ms for spike times)")
+    parser.add_argument("--targets", default="cursor", metavar="T",
+                        help="behaviour columns to keep: cursor (position, velocity), force (limblab "
+                             "forcedatabin, force_<label>), emg (limblab emgdatabin, emg_<emgguide name>), "
+                             "all, or a comma list such as cursor,emg (default: %(default)s)")
 
 
 def describe(rec, path: str | Path) -> str:
@@ -70,10 +75,12 @@ def refuse_same_file(input: str | Path, output: str | Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..loaders import load_recording
+    from ..loaders.targets import parse_targets
 
+    parse_targets(args.targets)
     refuse_same_file(args.input, args.output)
     output_path(args.output)
-    rec = load_recording(args.input, args.bin_ms)
+    rec = load_recording(args.input, args.bin_ms, args.targets)
     out = write(rec, args.output)
     print(describe(rec, out))
     return 0

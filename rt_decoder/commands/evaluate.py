@@ -50,11 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def load_data(path: str, bin_ms: float | None):
-    """Any supported recording format (rt_decoder.loaders)."""
+def load_data(path: str, bin_ms: float | None, targets: str | None = None):
+    """Any supported recording format (rt_decoder.loaders), with the behaviour columns of `targets`."""
     from ..loaders import load_recording
 
-    return load_recording(path, bin_ms)
+    return load_recording(path, bin_ms, targets)
 
 
 def format_table(res: dict) -> str:
@@ -152,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
     if args.save_baselines:
         check_output_dir(args.save_baselines, "--save-baselines folder")
     model = StepModel(args.model, threads=args.threads) if args.model else None
-    rec = load_data(args.data, args.bin_ms)
+    from ..loaders.targets import targets_of
+
+    rec = load_data(args.data, args.bin_ms, targets_of(model.card) if model is not None else None)
     if model is not None:
         bounds = choose_bounds(model.card, rec, args.val_frac, args.test_frac)
         res = evaluate_decoder(model, rec, args.split, bounds, progress=not args.quiet)

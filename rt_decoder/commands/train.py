@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated references to train beside the model, e.g. gru,wiener "
                              "(default: the config's baselines.which, all five)")
     parser.add_argument("--seed", type=int, help="override training.seed")
+    parser.add_argument("--targets", metavar="T",
+                        help="what to decode: cursor (position, velocity), force, emg (limblab emgdatabin, "
+                             "outputs named emg_<emgguide name>), all, or a comma list such as cursor,emg "
+                             "(overrides the config's 'targets'; default cursor)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = config.load_config(args.config)
     if args.seed is not None:
         cfg["training"]["seed"] = args.seed
+    if args.targets is not None:
+        from rt_decoder.loaders.targets import parse_targets
+
+        parse_targets(args.targets)
+        cfg["targets"] = args.targets
     if args.time_limit is not None and args.time_limit <= 0:
         raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
     refs = None

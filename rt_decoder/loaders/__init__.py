@@ -1,9 +1,10 @@
 """Every supported recording format -> the canonical `Recording` (DESIGN §3).
 
-`load_recording(path, bin_ms)` picks the reader from the file's extension and, when that is
+`load_recording(path, bin_ms, targets)` picks the reader from the file's extension and, when that is
 not decisive, from its first bytes; every failure is a DataError "<file>: <problem>".
 Binned formats re-bin by a whole factor; event formats (NWB, XDF SpikeEvents, event .npz) bin
-straight at `bin_ms` (20 ms when not given).
+straight at `bin_ms` (20 ms when not given). `targets` keeps cursor, force or EMG columns
+(loaders/targets.py), the same for every format.
 """
 
 from __future__ import annotations
@@ -39,9 +40,15 @@ def _head(path: Path) -> bytes:
         raise DataError(where(path, f"cannot read file ({reason(e)})")) from None
 
 
-def load_recording(path: str | Path, bin_ms: float | None = None) -> Recording:
-    """Read any supported recording; re-bin (or bin events) at `bin_ms` when given."""
-    path = Path(path)
+def load_recording(path: str | Path, bin_ms: float | None = None, targets: str | None = None) -> Recording:
+    """Read any supported recording; re-bin (or bin events) at `bin_ms` when given; keep the
+    behaviour columns of `targets` (cursor | force | emg | all, or a comma list; default cursor)."""
+    from .targets import select_targets
+
+    return select_targets(_load(Path(path), bin_ms), targets, path)
+
+
+def _load(path: Path, bin_ms: float | None) -> Recording:
     if bin_ms is not None:
         check_bin_ms(path, bin_ms)
     if not path.exists():

@@ -140,21 +140,29 @@ def load_binned_data(path: Path, var: str = "binnedData") -> Recording:
             raise DataError(where(path, f"binnedData.{field} has {a.shape[0]} rows for {T} bins"))
         a = a[:, :ncols] if ncols else a
         cols.append(a)
-        names.extend(labels[: a.shape[1]] + [f"{field}{i}" for i in range(len(labels), a.shape[1])])
+        fallback = "force_" if field == "forcedatabin" else "emg_" if field == "emgdatabin" else field
+        names.extend(labels[: a.shape[1]] + [f"{fallback}{i}" for i in range(len(labels), a.shape[1])])
         units.extend([unit] * a.shape[1])
 
     # limblab cursor position is in cm, its velocity the derivative in cm/s; force has no stated unit
     add("cursorposbin", ["pos_x", "pos_y"], "cm", 2)
     add("velocbin", ["vel_x", "vel_y"], "cm/s", 2)
-    if "forcedatabin" in fields and np.size(b.forcedatabin):
-        labels = [f"force_{s}" for s in np.atleast_1d(getattr(b, "forcelabels", []))]
-        add("forcedatabin", [str(s).strip() for s in labels], UNKNOWN_UNIT)
+    # names carry the target group (loaders/targets.py): force_<forcelabels>, emg_<emgguide>; EMG is
+    # rectified, filtered voltage in no stated unit
+    add("forcedatabin", guide_names(b, "forcelabels", "force_"), UNKNOWN_UNIT)
+    add("emgdatabin", guide_names(b, "emgguide", "emg_"), UNKNOWN_UNIT)
     behavior = np.concatenate(cols, axis=1) if cols else None
     guide = np.atleast_1d(getattr(b, "spikeguide", np.array([])))
     channel_names = [str(s).strip() for s in guide] if guide.size == rate.shape[1] else None
     return Recording(counts=rounded.astype(np.int32), bin_s=bin_s, behavior=behavior,
                      behavior_names=names or None, behavior_units=units or None, channel_names=channel_names,
                      trial_starts=trial_table_starts(b, tf, bin_s), source=str(path)).validate()
+
+
+def guide_names(b, field: str, prefix: str) -> list[str]:
+    """Column names from a limblab label list (emgguide, forcelabels), each with the group prefix."""
+    labels = [str(s).strip() for s in np.atleast_1d(getattr(b, field, np.array([])))]
+    return [f"{prefix}{s or i}" for i, s in enumerate(labels)]
 
 
 def trial_table_starts(b, tf: np.ndarray, bin_s: float) -> np.ndarray | None:
