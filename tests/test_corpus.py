@@ -24,7 +24,7 @@ CONFIG = """
 name: corpus
 retention: {decays: [0.0, 0.5, 0.875], quantizer: levels, levels: 4}
 model: {widths: [8], head_hidden: 32, dropout: 0.1}
-training: {batch_size: 64, lr: 0.003, max_epochs: 6, patience: 6, seed: 0, input_noise: 0.05}
+training: {batch_size: 64, lr: 0.003, max_epochs: 6, patience: 6, seed: 0, input_noise: 0.05, threads: 1}
 multisession: {enabled: true, memmap: MEMMAP, shards: SHARDS}
 """
 

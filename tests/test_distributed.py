@@ -24,7 +24,7 @@ CONFIG = """
 name: ddp
 retention: {decays: [0.0, 0.5, 0.875], quantizer: levels, levels: 4}
 model: {widths: [8], head_hidden: 32, dropout: 0.0}
-training: {batch_size: 64, lr: 0.003, max_epochs: EPOCHS, patience: 10, seed: 0}
+training: {batch_size: 64, lr: 0.003, max_epochs: EPOCHS, patience: 10, seed: 0, threads: 1}
 multisession: {enabled: true, MULTI}
 """
 
