@@ -19,7 +19,6 @@ default config trained on the same minutes), `wiener` and `kalman` (fit on the s
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 HELP = "fit a multi-session model's read-in to a new day from its first minutes (or without labels)"
@@ -46,12 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rt_decoder.errors import ConfigError
 
-    try:
-        cal = importlib.import_module("training.calibrate")
-    except ModuleNotFoundError as e:
-        if e.name == "torch":
-            raise ConfigError("torch is not installed: pip install 'rt-decoder[train]'") from None
-        raise
+    from . import training_module
+
+    cal = training_module("calibrate")
     if not 0 < args.val_fraction <= 1:
         raise ConfigError(f"--val-fraction must be in (0, 1], got {args.val_fraction}")
     if args.time_limit <= 0:

@@ -91,12 +91,9 @@ def run(args: argparse.Namespace) -> int:
             from_config = "" if args.data else f" (the 'data' of {cfg['_source']}; pass --data FILE)"
             raise DataError(where(d, f"no such file or folder{from_config}"))
     check_output_dir(args.out, "--out folder")
-    try:
-        pipeline = importlib.import_module("training.pipeline")
-    except ModuleNotFoundError as e:
-        if e.name == "torch":
-            raise ConfigError("torch is not installed: pip install 'rt-decoder[train]'") from None
-        raise
+    from . import training_module
+
+    pipeline = training_module("pipeline")
     try:
         m = pipeline.run_training(cfg, given, args.out, time_limit=args.time_limit, resume=args.resume,
                                   baselines=refs, log=lambda s: print(s, file=sys.stderr))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -151,7 +150,7 @@ def rewrap(src: Path, dst: Path, n_channels: int, bin_s: float) -> Path:
 def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from .probe import Consumer
+    from .probe import Consumer, interrupt
 
     with tempfile.TemporaryDirectory(prefix="rt-bench-") as tmp:
         work = Path(tmp)
@@ -218,19 +217,7 @@ def _measure(args: argparse.Namespace, speed: float, pin: int | None) -> dict[st
                 plot.wait(20)
             if replay.stdin is not None and not replay.stdin.closed:
                 replay.stdin.close()  # a replay still waiting for its start line gives up
-            procs = [p for p in (runtime, replay) if p is not None]  # the runtime first: no "lost" at the end
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
-                    try:
-                        p.wait(20)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            interrupt([p for p in (runtime, replay) if p is not None], 20)  # the runtime first
         dec.stop()
         stats.stop()
         err_file.seek(0)

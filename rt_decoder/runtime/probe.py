@@ -141,3 +141,19 @@ class RuntimeThread:
         if self.error is not None:
             raise self.error
         return self.summary or {}
+
+
+def interrupt(procs: list, timeout: float) -> None:
+    """Ctrl-C each process still running, in the order given (so a runtime stopped before its
+    source logs no "lost"), kill one that outlives `timeout`; every process is reaped."""
+    import signal
+    import subprocess
+
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout)

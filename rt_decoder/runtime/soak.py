@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -96,7 +95,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     from ..model_card import read_card
     from ..recording import save_npz
     from .priority import normal_priority, raise_priority
-    from .probe import Consumer, linear_model, poisson_recording
+    from .probe import Consumer, interrupt, linear_model, poisson_recording
 
     if args.bins < 10 or not args.speed > 0:
         raise RtDecoderError(f"soak: --bins must be >= 10 and --speed > 0, got {args.bins} and {args.speed}")
@@ -157,13 +156,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             if replay.stdin is not None and not replay.stdin.closed:
                 replay.stdin.close()
-            for p in (runtime, replay):  # the runtime first: no "lost" at the end
-                if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
-                    try:
-                        p.wait(30)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+            interrupt([runtime, replay], 30)  # the runtime first: no "lost" at the end
             for c in (dec, stats):
                 if c is not None:
                     c.stop()
