@@ -315,7 +315,7 @@ def test_missing_task_stream_is_one_clear_line(capsys) -> None:
     from rt_decoder.cli import main
 
     task = uid("nosuch")
-    rc = main(["participant", "--task", task, "--name", uid("p"), "--wait", "0.5", "--duration", "5"])
+    rc = main(["participant", "--task", task, "--name", uid("p"), "--wait", "0.5", "--duration", "60"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert err[-1].startswith("rt-decoder participant: error: TaskState stream") and f"{task}-state" in err[-1]

@@ -268,6 +268,7 @@ class Participant:
         self._inlets: dict[str, Any] = {}
         self._clocks: list[Any] = []
         self._stop = threading.Event()
+        self._abandoned = threading.Event()  # set when the block ends before --wait ran out
         self.done = threading.Event()
         self.error: Exception | None = None
         self._thread: threading.Thread | None = None
@@ -295,7 +296,7 @@ class Participant:
 
         lsl = L.pylsl()
         found = lsl.resolve_bypred(f"name='{stream}'", 1, max(self.cfg.wait_s, 0.05))
-        if self._stop.is_set():
+        if self._abandoned.is_set():
             return
         if not found:
             seen = L.visible_streams(0.5)
@@ -469,8 +470,10 @@ class Participant:
         # a resolver past its --wait is about to report (a missing stream is an error, even when the
         # block's --duration ended first); one still inside its wait is abandoned (stopped early)
         late = time.monotonic() > getattr(self, "_resolve_t0", math.inf) + self.cfg.wait_s
+        if not late:
+            self._abandoned.set()
         for r in getattr(self, "_resolvers", []):
-            r.join(timeout=5.0 if late else 0.1)
+            r.join(timeout=self.cfg.wait_s + 10.0 if late else 0.1)
         for cl in self._clocks:
             cl.close()
         summary = self.summary()
