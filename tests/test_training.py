@@ -228,8 +228,9 @@ def test_every_artifact_names_its_data_and_run_and_stale_baselines_go(tmp_path, 
     assert not (out / "wiener.onnx").exists() and not (out / "kalman.onnx").exists()
 
 
-def test_ctrl_c_exports_the_best_model_so_far_marked_partial(tmp_path):
-    """A real SIGINT to a real `rt-decoder train`: best weights exported, partial, resume command printed."""
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_exports_the_best_model_so_far_marked_partial(tmp_path, sig):
+    """A real SIGINT (or SIGTERM) to a real `rt-decoder train`: best weights exported, partial, resume command printed."""
     import signal
     import subprocess
     import sys
@@ -255,7 +256,7 @@ def test_ctrl_c_exports_the_best_model_so_far_marked_partial(tmp_path):
         time.sleep(0.1)
     assert p.poll() is None, p.communicate()
     time.sleep(0.5)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(getattr(signal, sig))
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr

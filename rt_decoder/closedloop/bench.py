@@ -71,7 +71,8 @@ def row(summary: dict) -> dict:
 def run_closed_loop(args: argparse.Namespace) -> int:
     import shlex
 
-    from .experiment import Session, interrupt_on_sigterm, refit_kwargs
+    from ..interrupts import interrupt_on_sigterm
+    from .experiment import Session, refit_kwargs
     from .figure import bench_figure
     from .procs import ExperimentError
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_json
+from ..interrupts import interrupt_on_sigterm
 from ..recording import Recording, save_npz, split_bounds
 from . import streams as S
 from .procs import ExperimentError, Procs, cli, last_line
@@ -386,16 +387,6 @@ def format_metrics(s: dict) -> str:
         lat = s["decode_latency_ms"]
         text += f"; decode latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, {s.get('deadline_misses', 0)} misses"
     return text
-
-
-def interrupt_on_sigterm() -> None:
-    """SIGTERM -> KeyboardInterrupt, so a terminated session still stops its children (no orphans)."""
-    import signal
-
-    def handler(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def session_main(session: Session) -> int:

@@ -91,8 +91,11 @@ def run(args: argparse.Namespace) -> int:
             from_config = "" if args.data else f" (the 'data' of {cfg['_source']}; pass --data FILE)"
             raise DataError(where(d, f"no such file or folder{from_config}"))
     check_output_dir(args.out, "--out folder")
+    from rt_decoder.interrupts import interrupt_on_sigterm
+
     from . import training_module
 
+    interrupt_on_sigterm()  # a terminated run exports its best model, as after Ctrl-C
     pipeline = training_module("pipeline")
     try:
         m = pipeline.run_training(cfg, given, args.out, time_limit=args.time_limit, resume=args.resume,
