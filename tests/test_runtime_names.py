@@ -70,6 +70,12 @@ def test_outputs_named_after_output_and_found_by_plot(model_path):
             assert len(found) == 2, suffix  # two decoders with one --output: both visible ...
             sids = {f.source_id() for f in found}
             assert len(sids) == 2 and all(r.run_id in " ".join(sids) for r in rts)  # ... and told apart
+        from rt_decoder.plot.streams import read_meta
+
+        inlet = lsl.StreamInlet(lsl.resolve_bypred(f"name='{name}-dec-stats'", 1, 5.0)[0])
+        meta = read_meta(inlet.info(timeout=5.0))  # every stats channel states its unit, as LabRecorder keeps it
+        assert meta.labels == L.STATS_LABELS and meta.units == ["count", "ms", "bins", "count", "count", "bins"]
+        del inlet
         # `plot --decoder X` looks for X-stats and X-zeta: the names the runtime published
         p = argparse.ArgumentParser()
         add_arguments(p)

@@ -394,7 +394,7 @@ def echo(inp: str, out: str, stats: str, k: int, summary_path: str, priority: st
     raise_priority(priority)
     lsl = L.pylsl()
     o = L.make_outlet(out, "Kinematics", [f"y{i}" for i in range(k)], 0.0)
-    so = L.make_outlet(stats, "DecoderStats", L.STATS_LABELS, 0.0)
+    so = L.make_outlet(stats, "DecoderStats", L.STATS_LABELS, 0.0, units=L.STATS_UNITS)
     info = lsl.resolve_byprop("name", inp, 1, 60.0)[0]
     inlet = lsl.StreamInlet(info, max_buflen=60, recover=False)
     inlet.open_stream(5.0)

@@ -274,7 +274,7 @@ class Runtime:
         published = [f"{self.output_name} (Kinematics)"]
         self.stats_out = None
         if self.stats_name:
-            self.stats_out = L.make_outlet(self.stats_name, "DecoderStats", L.STATS_LABELS, 1.0 / card.bin_s,
+            self.stats_out = L.make_outlet(self.stats_name, "DecoderStats", L.STATS_LABELS, 1.0 / card.bin_s, units=L.STATS_UNITS,
                                            extra={"decoder": self.output_name, "totals": "deadline_miss,skipped,gap_bins",
                                                   "run_id": self.run_id},
                                            source_id=self.source_id("DecoderStats", self.stats_name),

@@ -21,6 +21,7 @@ INPUT_TYPES = ("SpikeCounts", "SpikeEvents")
 
 # DecoderStats channels (DESIGN §5); deadline_miss, skipped and gap_bins are running totals.
 STATS_LABELS = ["bin_index", "latency_ms", "backlog", "deadline_miss", "skipped", "gap_bins"]
+STATS_UNITS = ["count", "ms", "bins", "count", "count", "bins"]
 
 
 def pylsl() -> Any:
