@@ -63,6 +63,8 @@ DEFAULTS: dict[str, Any] = {
         "gru": None,                # overrides of training/gru.py HPARAMS, e.g. {hidden: 128}
         "tcfnn": None,              # overrides of training/tcfnn.py HPARAMS
         "mlp": None,                # overrides of training/mlp.py HPARAMS
+        "glm": None,                # generative models: overrides of training/glm.py HPARAMS (the reference of
+                                    # a generative model is always the coupled Poisson GLM; `which` is for decoders)
     },
     "multisession": {               # several --data files (training/multisession.py, DESIGN §10)
         "enabled": False,           # true: multi-session training even for a single file
@@ -78,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 REFERENCES = ("gru", "tcfnn", "mlp", "wiener", "kalman")
+GENERATIVE_REFERENCES = ("glm",)
 
 CHOICES = {
     "kind": ("decoder", "generative"),
@@ -177,7 +180,7 @@ def validate(cfg: dict, src: str) -> dict:
     which = cfg["baselines"]["which"]
     if not isinstance(which, list) or not all(w in REFERENCES for w in which):
         raise ConfigError(where(src, f"baselines.which must be a list of {', '.join(REFERENCES)}, got {which!r}"))
-    for name in ("gru", "tcfnn", "mlp"):
+    for name in ("gru", "tcfnn", "mlp", "glm"):
         if cfg["baselines"][name] is not None and not isinstance(cfg["baselines"][name], dict):
             raise ConfigError(where(src, f"baselines.{name} must be a mapping of settings or null, got {cfg['baselines'][name]!r}"))
     for path in ("name",):
@@ -232,9 +235,10 @@ def torch_threads(setting: int) -> int:
 def parse_references(text: str, src: str = "--baselines") -> list[str]:
     """'gru,wiener' -> ["gru", "wiener"], in the order given; unknown names are one error line."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in REFERENCES]
+    known = REFERENCES + GENERATIVE_REFERENCES
+    bad = [n for n in names if n not in known]
     if bad or not names:
-        raise ConfigError(f"{src}: unknown reference(s) {', '.join(bad) or repr(text)}; choose from {', '.join(REFERENCES)}")
+        raise ConfigError(f"{src}: unknown reference(s) {', '.join(bad) or repr(text)}; choose from {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 

@@ -14,20 +14,22 @@ scipy sparse matrix: a 452-neuron coupled fit then takes seconds.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import optimize, sparse
 
 from rt_decoder.errors import ConfigError
 from rt_decoder.evaluation import constant_rate, log_likelihood
-from rt_decoder.glm import ETA_MAX, LIKELIHOODS, GLMParams, history_features, link
+from rt_decoder.glm import ETA_MAX, LIKELIHOODS, GLMParams, glm_card, history_features, link
 from rt_decoder.glm import raised_cosine_basis as basis_of
 from rt_decoder.recording import Recording
+from rt_decoder.step_graph import save
 
 HPARAMS = {
     "n_bases": 5,            # raised cosines per filter
     "n_bins": 20,            # filter length in bins
-    "l2": [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4],   # penalty path (per bin, on the summed log-likelihood)
+    "l2": [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6],   # penalty path (per bin, on the summed log-likelihood)
     "max_iter": 150,         # L-BFGS iterations per penalty
     "patience": 2,           # stop the path after this many penalties without a better validation score
 }
@@ -117,3 +119,14 @@ def fit_glm(rec: Recording, split: dict, likelihood: str = "poisson", overrides:
             "fit_cpu_seconds": round(time.process_time() - c0, 1), "sparse": sparse.issparse(Xt)}
     return GLMParams(bias=theta[F * D:], weights=theta[:F * D].reshape(F, D), basis=basis, likelihood=likelihood,
                      info=info)
+
+
+def train_glm(rec: Recording, split: dict, likelihood: str, path: str | Path, overrides: dict | None = None,
+              time_limit: float | None = None, run_id: str = "", log=print) -> GLMParams:
+    """Fit the GLM (fit_glm) and write it as a generative step graph at `path`, its card carrying
+    the recording's fingerprint, the split and the run id like the model's."""
+    params = fit_glm(rec, split, likelihood, overrides, time_limit, log)
+    origin = {"data_sha256": rec.fingerprint(), "split": {k: [int(v[0]), int(v[1])] for k, v in split.items()},
+              "run_id": run_id}
+    save(params.to_onnx(glm_card(rec, params, origin)), path)
+    return params

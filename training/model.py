@@ -80,15 +80,21 @@ class DecoderHead(nn.Module):
 
 
 class GenerativeHead(nn.Module):
-    """1x1 conv -> one logit per pixel, plus a learned per-pixel bias (each neuron's base rate)."""
+    """1x1 conv -> one logit per pixel, plus each neuron's own history filter (a weight per decay
+    and pixel: zeta at the neuron's pixel is its spike train filtered by each decay) and a learned
+    per-pixel bias (its base rate). The conv shares one weight per decay across all pixels, which
+    gave every neuron the same refractoriness and burstiness; the own-history weights let each
+    neuron have its own, as a GLM's spike-history filter does (Pillow et al. 2008)."""
 
     def __init__(self, cfg: NetConfig, feat_channels: int):
         super().__init__()
         self.proj = nn.Conv2d(feat_channels + cfg.in_channels, 1, 1)
+        self.own = nn.Parameter(torch.zeros(1, cfg.in_channels, *cfg.canvas))
         self.bias = nn.Parameter(torch.zeros(1, 1, *cfg.canvas))
 
     def forward(self, feats: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat([feats, zeta], dim=1)) + self.bias
+        own = (zeta * self.own).sum(dim=1, keepdim=True)
+        return self.proj(torch.cat([feats, zeta], dim=1)) + own + self.bias
 
 
 class Net(nn.Module):
