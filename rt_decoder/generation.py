@@ -147,8 +147,8 @@ def detect_runaway(counts: np.ndarray, fraction: float = RUNAWAY_FRACTION, windo
 
     A bin is saturated when at least `fraction` of the channels fire in it. The sample runs away
     from step s when, from s to the end (at least `window` bins), at least `hold` of the bins
-    are saturated, and stays so measured from every later step; s is the first step of that tail
-    whose next `window` bins are themselves `hold` saturated (so a lone busy bin does not move it).
+    are saturated, and stays so measured from every later step; s is the first saturated bin of
+    the first window in that tail that is itself `hold` saturated (a lone busy bin does not move it).
     Returns {"runaway", "start_step" (or None), "saturated_fraction_after", "bins", "fraction", "window", "hold"}.
     """
     sat = active_fraction(counts) >= fraction
@@ -167,6 +167,7 @@ def detect_runaway(counts: np.ndarray, fraction: float = RUNAWAY_FRACTION, windo
     csum = np.concatenate([[0], np.cumsum(sat)])
     win = (csum[window:] - csum[:-window]) / window     # win[t] = saturated share of bins t..t+window-1
     start = s0 + int(np.argmax(win[s0:last + 1] >= hold)) if (win[s0:last + 1] >= hold).any() else s0
+    start += int(np.argmax(sat[start:]))               # its first saturated bin
     out.update(runaway=True, start_step=int(start), saturated_fraction_after=float(sat[start:].mean()))
     return out
 

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "head_layers": 1,           # hidden FC layers in the decoder head
         "dropout": 0.1,
         "likelihood": None,         # gaussian for decoders; bernoulli | poisson for generative
+        "coupling_rank": 0,         # generative: rank of the all-to-all coupling path from every neuron's zeta (0: none)
     },
     "training": {
         "mode": "offline",          # offline (precomputed zeta, shuffled batches) | online (windows, TBPTT)
@@ -162,6 +163,7 @@ def validate(cfg: dict, src: str) -> dict:
         raise ConfigError(where(src, f"model.widths must be a non-empty list of positive integers, got {widths!r}"))
     _num(cfg, src, "model.head_hidden", lo=0, integer=True)
     _num(cfg, src, "model.head_layers", lo=1, hi=4, integer=True)
+    _num(cfg, src, "model.coupling_rank", lo=0, hi=4096, integer=True)
     _num(cfg, src, "model.dropout", lo=0, hi=0.9)
     t = "training."
     _num(cfg, src, t + "batch_size", lo=1, integer=True)
