@@ -61,7 +61,7 @@ def _objective(theta: np.ndarray, X, Y: np.ndarray, likelihood: str, l2: float) 
     else:                                   # P(spike) = 1 - exp(-lam): s log(1 - e^-lam) - (1 - s) lam
         s = Y > 0
         nll = float(lam[~s].sum() - np.log(-np.expm1(-lam[s])).sum())
-        r = np.where(s, -lam / np.expm1(lam), lam)
+        r = np.where(s, -lam / np.expm1(np.minimum(lam, 700.0)), lam)
     r[clipped] = 0.0
     gW = np.asarray(X.T @ r) / n + 2 * l2 * W
     gb = r.sum(axis=0) / n

@@ -6,7 +6,9 @@ Wiener and Kalman filters.
 Writes DIR/model.onnx (the step graph with its model card), DIR/metrics.json (R2/RMSE/corr per
 output for the model and every reference, from running each step graph bin by bin over the test
 block; split and lag stated), DIR/<reference>.onnx and DIR/checkpoint.pt (resumable with
---resume). Generative configs write held-out log-likelihood and bits/spike. Every file is written
+--resume). Generative configs write held-out log-likelihood and bits/spike, beside those of their
+reference, a coupled Poisson GLM (Pillow et al. 2008; DIR/glm.onnx, metrics.json baselines.glm),
+and a 10^4-step sample check of each (runaway: the population ending up firing in every bin). Every file is written
 atomically and carries the data's sha256 and this run's id; files of an earlier run in DIR
 (metrics.json, reference .onnx files) are replaced or removed. Several --data files (or globs)
 train one multi-session model: a shared trunk and a read-in per session, each session exported as
