@@ -98,9 +98,17 @@ def fit_glm(rec: Recording, split: dict, likelihood: str = "poisson", overrides:
     Xt, Yt = _design(counts[a:b], basis)
     Xv, Yv = _design(counts[c:d], basis)
     D, F = counts.shape[1], Xt.shape[1]
-    # fit on features of unit RMS (L-BFGS converges in far fewer steps on dense counts); the
-    # penalty acts on these standardized weights, and the weights are mapped back at the end
-    rms = np.sqrt(np.asarray(Xt.multiply(Xt).mean(axis=0)).ravel() if sparse.issparse(Xt) else (Xt**2).mean(axis=0))
+    # fit on standardized features (dense: centred, all: unit spread), which L-BFGS needs to
+    # converge on dense counts, whose raw features are large and nearly collinear with the bias;
+    # sparse ones stay uncentred (their means are small and centring would fill them in). The
+    # penalty acts on the standardized weights; weights and bias are mapped back at the end.
+    if sparse.issparse(Xt):
+        mu = np.zeros(F)
+        rms = np.sqrt(np.asarray(Xt.multiply(Xt).mean(axis=0)).ravel())
+    else:
+        mu = Xt.mean(axis=0)
+        Xt, Xv = Xt - mu, Xv - mu
+        rms = np.sqrt((Xt**2).mean(axis=0))
     rms = np.where(rms > 1e-8, rms, 1.0)
     Xt, Xv = _scale(Xt, 1 / rms), _scale(Xv, 1 / rms)
     rate = constant_rate(counts[a:b], likelihood).clip(1e-6, 1 - 1e-6)
@@ -125,7 +133,9 @@ def fit_glm(rec: Recording, split: dict, likelihood: str = "poisson", overrides:
             log(f"glm: time limit {time_limit:g} s reached; keeping the best penalty so far")
             break
     theta = best[2]
-    theta[:F * D] = (theta[:F * D].reshape(F, D) / rms[:, None]).ravel()
+    W = theta[:F * D].reshape(F, D) / rms[:, None]
+    theta[F * D:] -= mu @ W
+    theta[:F * D] = W.ravel()
     info = {"l2": best[1], "n_bases": int(hp["n_bases"]), "n_bins": int(hp["n_bins"]), "val_ll_per_bin": best[0],
             "path": path, "fit_seconds": round(time.perf_counter() - t0, 1),
             "fit_cpu_seconds": round(time.process_time() - c0, 1), "sparse": sparse.issparse(Xt)}
