@@ -54,6 +54,20 @@ def test_detector_finds_the_step_a_synthetic_runaway_starts():
     assert line.startswith("WARNING: runaway") and f"step {r['start_step']}" in line and "\n" not in line
 
 
+def test_detector_catches_a_count_explosion_with_half_the_population_silent():
+    """A Poisson sample whose channels alternate between silence and the rate cap (what a trained
+    mc_maze model did): never 90% of channels in one bin, but a mean rate no population sustains."""
+    x = _sparse(4000)
+    x[2500::2, ::2] = 1000
+    x[2501::2, 1::2] = 1000
+    x[2500:, :] *= (x[2500:, :] == 1000)
+    assert not detect_runaway(x)["runaway"]                       # the saturation criterion alone misses it
+    r = detect_runaway(x, bin_s=0.005)
+    assert r["runaway"] and r["start_step"] == 2500 and r["rate_hz"] == 200.0
+    assert "200 Hz" in runaway_warning(r)
+    assert compare_statistics(x, bin_s=0.005)["runaway"]["start_step"] == 2500
+
+
 def test_detector_stays_quiet_without_a_runaway():
     assert not detect_runaway(_sparse(5000))["runaway"]
     burst = _sparse(5000)
@@ -72,7 +86,7 @@ def test_detector_stays_quiet_on_real_data(parts):
     from rt_decoder.loaders import load_recording
 
     rec = load_recording(data_file(*parts), None)
-    r = detect_runaway(rec.counts)
+    r = detect_runaway(rec.counts, bin_s=rec.bin_s)
     assert not r["runaway"], r
 
 
