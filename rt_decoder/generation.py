@@ -23,6 +23,10 @@ from .step_model import StepModel
 
 BLOCK = 1024
 MAX_POISSON_RATE = 1e3
+RUNAWAY_FRACTION = 0.9     # a bin is saturated when at least this share of the channels fires
+RUNAWAY_WINDOW = 50        # bins a runaway must last, at least
+RUNAWAY_HOLD = 0.9         # share of saturated bins from the runaway's start to the end
+RUNAWAY_RATE_HZ = 200.0    # ... or when the channels' mean rate in the bin reaches this (no population sustains it)
 
 
 def _check_generative(model: StepModel) -> str:
@@ -133,15 +137,91 @@ def _nanmedian(a: np.ndarray) -> float:
     return float(np.median(a)) if a.size else float("nan")
 
 
+def active_fraction(counts: np.ndarray) -> np.ndarray:
+    """(T,) fraction of channels with at least one spike in each bin."""
+    return (np.asarray(counts) > 0).mean(axis=1)
+
+
+def detect_runaway(counts: np.ndarray, fraction: float = RUNAWAY_FRACTION, window: int = RUNAWAY_WINDOW,
+                   hold: float = RUNAWAY_HOLD, bin_s: float | None = None, rate_hz: float = RUNAWAY_RATE_HZ) -> dict:
+    """Does the sample end with the population firing in (nearly) every bin, and from which step?
+
+    A bin is saturated when at least `fraction` of the channels fire in it, or (bin_s given) when
+    the channels' mean count in it is at least rate_hz * bin_s: a Poisson model can explode in
+    counts (or alternate between silence and its rate cap) with only part of the population
+    active in each bin. The sample runs away
+    from step s when, from s to the end (at least `window` bins), at least `hold` of the bins
+    are saturated, and stays so measured from every later step; s is the first saturated bin of
+    the first window in that tail that is itself `hold` saturated (a lone busy bin does not move it).
+    Returns {"runaway", "start_step" (or None), "saturated_fraction_after", "bins", "fraction", "window", "hold"}.
+    """
+    sat = active_fraction(counts) >= fraction
+    if bin_s is not None:
+        sat |= np.asarray(counts, np.float64).mean(axis=1) >= rate_hz * bin_s
+    T = sat.size
+    out = {"runaway": False, "start_step": None, "saturated_fraction_after": 0.0, "bins": int(T),
+           "fraction": float(fraction), "window": int(window), "hold": float(hold),
+           "rate_hz": float(rate_hz) if bin_s is not None else None}
+    if T < window:
+        return out
+    last = T - window                                   # latest start that still leaves `window` bins
+    suffix = np.cumsum(sat[::-1])[::-1] / np.arange(T, 0, -1)
+    ok = suffix[:last + 1] >= hold
+    if not ok[last]:
+        return out
+    bad = np.flatnonzero(~ok)
+    s0 = int(bad[-1]) + 1 if bad.size else 0
+    csum = np.concatenate([[0], np.cumsum(sat)])
+    win = (csum[window:] - csum[:-window]) / window     # win[t] = saturated share of bins t..t+window-1
+    start = s0 + int(np.argmax(win[s0:last + 1] >= hold)) if (win[s0:last + 1] >= hold).any() else s0
+    start += int(np.argmax(sat[start:]))               # its first saturated bin
+    out.update(runaway=True, start_step=int(start), saturated_fraction_after=float(sat[start:].mean()))
+    return out
+
+
+def runaway_warning(runaway: dict, steps_offset: int = 0) -> str | None:
+    """The one line printed when a sample runs away (None when it does not)."""
+    if not runaway.get("runaway"):
+        return None
+    s = runaway["start_step"] + steps_offset
+    rate = f" or a mean rate >= {runaway['rate_hz']:g} Hz" if runaway.get("rate_hz") else ""
+    return (f"WARNING: runaway sampling: from step {s} of {runaway['bins'] + steps_offset} on, "
+            f"{100 * runaway['saturated_fraction_after']:.0f}% of bins have >= {100 * runaway['fraction']:.0f}% "
+            f"of the channels firing{rate} (the population saturates; the sample after step {s} is not neural activity)")
+
+
+def _window_counts(x: np.ndarray, window: int) -> np.ndarray:
+    n = (x.shape[0] // window) * window
+    return x[:n].reshape(n // window, window, -1).sum(axis=1) if n else np.zeros((0, x.shape[1]))
+
+
+def _hist(values: np.ndarray, top: int) -> np.ndarray:
+    """Probability of each integer 0..top (the last entry collects everything above)."""
+    v = np.minimum(np.asarray(values, np.int64).ravel(), top)
+    h = np.bincount(v, minlength=top + 1).astype(np.float64)
+    return h / max(1.0, h.sum())
+
+
+def _tv(p: np.ndarray, q: np.ndarray) -> float:
+    """Total-variation distance between two distributions on the same support (0: equal, 1: disjoint)."""
+    return float(0.5 * np.abs(p - q).sum())
+
+
 def compare_statistics(generated: np.ndarray, real: np.ndarray | None = None, bin_s: float = 1.0,
                        window: int = 10, binarize_real: bool = False) -> dict:
-    """Per-neuron rates (Hz when bin_s is given), pairwise correlations, Fano factors, and summary numbers.
+    """Statistics of the whole sample (and of the real block), side by side.
 
+    Per neuron: rates (Hz when bin_s is given), pairwise correlations of binned counts, Fano
+    factors in `window`-bin windows. Distributions: spike counts per neuron in `window`-bin
+    windows and population synchrony (how many channels fire in a bin), with total-variation
+    distances between generated and real. The population's active fraction over time and runaway
+    detection (detect_runaway) describe the sample from its first bin to its last.
     binarize_real: compare with real counts clipped to 0/1 (a Bernoulli model can only emit 0/1,
-    so its rates are P(spike in a bin)). Returns {"summary": {...floats...}, "per_neuron": {...arrays...}}.
+    so its rates are P(spike in a bin)). Returns {"summary": {floats}, "per_neuron": {arrays},
+    "distributions": {arrays}, "runaway": {...}}.
     """
     g = np.asarray(generated, np.float64)
-    stats: dict = {"per_neuron": {}, "summary": {}}
+    stats: dict = {"per_neuron": {}, "summary": {}, "distributions": {}}
     sides = {"generated": g}
     if real is not None:
         r = np.asarray(real, np.float64)
@@ -149,6 +229,10 @@ def compare_statistics(generated: np.ndarray, real: np.ndarray | None = None, bi
             raise ValueError(f"real counts {r.shape} do not have the generated data's {g.shape[1]} channels")
         sides["real"] = (r > 0).astype(np.float64) if binarize_real else r
     iu = np.triu_indices(g.shape[1], k=1)
+    n_active = {name: (x > 0).sum(axis=1) for name, x in sides.items()}
+    wcounts = {name: _window_counts(x, window) for name, x in sides.items()}
+    top_sync = int(max(v.max(initial=0) for v in n_active.values()))
+    top_count = int(max(v.max(initial=0) for v in wcounts.values()))
     for name, x in sides.items():
         rates = x.mean(axis=0) / bin_s
         pc = pairwise_correlations(x)[iu]
@@ -156,32 +240,64 @@ def compare_statistics(generated: np.ndarray, real: np.ndarray | None = None, bi
         stats["per_neuron"][f"rate_{name}"] = rates
         stats["per_neuron"][f"pairwise_corr_{name}"] = pc
         stats["per_neuron"][f"fano_{name}"] = ff
-        stats["summary"][f"mean_rate_{name}"] = float(rates.mean())
-        stats["summary"][f"mean_pairwise_corr_{name}"] = float(np.nanmean(pc)) if np.isfinite(pc).any() else float("nan")
-        stats["summary"][f"median_fano_{name}"] = _nanmedian(ff)
-        stats["summary"][f"n_bins_{name}"] = int(x.shape[0])
+        stats["distributions"][f"synchrony_{name}"] = _hist(n_active[name], top_sync)
+        stats["distributions"][f"window_counts_{name}"] = _hist(wcounts[name], top_count)
+        stats["distributions"][f"active_fraction_{name}"] = active_fraction(x)
+        s = stats["summary"]
+        s[f"mean_rate_{name}"] = float(rates.mean())
+        s[f"mean_pairwise_corr_{name}"] = float(np.nanmean(pc)) if np.isfinite(pc).any() else float("nan")
+        s[f"median_fano_{name}"] = _nanmedian(ff)
+        s[f"n_bins_{name}"] = int(x.shape[0])
+        s[f"mean_active_channels_{name}"] = float(n_active[name].mean())
+        s[f"sd_active_channels_{name}"] = float(n_active[name].std())
+        s[f"p_silent_bin_{name}"] = float((n_active[name] == 0).mean())
+        s[f"max_active_channels_{name}"] = int(n_active[name].max(initial=0))
+        s[f"mean_window_count_{name}"] = float(wcounts[name].mean()) if wcounts[name].size else float("nan")
+        tenth = max(1, x.shape[0] // 10)
+        s[f"active_fraction_first_tenth_{name}"] = float(active_fraction(x[:tenth]).mean())
+        s[f"active_fraction_last_tenth_{name}"] = float(active_fraction(x[-tenth:]).mean())
     if real is not None:
-        pn = stats["per_neuron"]
-        stats["summary"]["rate_corr"] = _corr(pn["rate_generated"], pn["rate_real"])
-        stats["summary"]["pairwise_corr_corr"] = _corr(pn["pairwise_corr_generated"], pn["pairwise_corr_real"])
-        stats["summary"]["fano_corr"] = _corr(pn["fano_generated"], pn["fano_real"])
-    stats["summary"].update({"bin_s": float(bin_s), "fano_window_bins": int(window), "binarized_real": bool(binarize_real)})
+        pn, dist, s = stats["per_neuron"], stats["distributions"], stats["summary"]
+        s["rate_corr"] = _corr(pn["rate_generated"], pn["rate_real"])
+        s["pairwise_corr_corr"] = _corr(pn["pairwise_corr_generated"], pn["pairwise_corr_real"])
+        s["fano_corr"] = _corr(pn["fano_generated"], pn["fano_real"])
+        s["synchrony_tv"] = _tv(dist["synchrony_generated"], dist["synchrony_real"])
+        s["window_count_tv"] = _tv(dist["window_counts_generated"], dist["window_counts_real"])
+    stats["runaway"] = detect_runaway(g, bin_s=bin_s if bin_s != 1.0 else None)
+    stats["summary"].update({"bin_s": float(bin_s), "fano_window_bins": int(window), "binarized_real": bool(binarize_real),
+                             "runaway": bool(stats["runaway"]["runaway"]),
+                             "runaway_start_step": stats["runaway"]["start_step"]})
     return stats
 
 
+def _pooled_raster(x: np.ndarray, columns: int = 1500) -> tuple[np.ndarray, int]:
+    """(channels, <= columns) share of bins with a spike in each group of bins: the whole sample in one image."""
+    T = x.shape[0]
+    k = max(1, int(np.ceil(T / columns)))
+    n = (T // k) * k
+    img = (x[:n] > 0).reshape(n // k, k, -1).mean(axis=1).T if n else np.zeros((x.shape[1], 0))
+    return img, k
+
+
 def report_png(stats: dict, path: str | Path, generated: np.ndarray, real: np.ndarray | None = None,
-               title: str = "") -> Path:
-    """A 2x2 figure: rates, pairwise correlations, Fano factors (generated vs real) and rasters."""
+               title: str = "", note: str = "") -> Path:
+    """The generation report over the WHOLE sample: rates, pairwise correlations, Fano factors,
+    count and synchrony distributions, the population's active fraction over time (runaway start
+    marked) and pooled rasters of the whole sample and of the real block. `note`: a line under
+    the title (e.g. held-out bits/spike of the model and its GLM reference)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pn, s = stats["per_neuron"], stats["summary"]
-    fig, ax = plt.subplots(2, 2, figsize=(10, 8))
+    pn, s, dist, run = stats["per_neuron"], stats["summary"], stats["distributions"], stats["runaway"]
     has_real = "rate_real" in pn
+    names = ("generated", "real") if has_real else ("generated",)
+    fig = plt.figure(figsize=(15, 15))
+    grid = fig.add_gridspec(4, 3, height_ratios=[1, 1, 0.8, 0.8])
     unit = "Hz" if s.get("bin_s", 1.0) != 1.0 else "per bin"
-    for a, key, label in ((ax[0, 0], "rate", f"rate ({unit})"), (ax[0, 1], "pairwise_corr", "pairwise correlation")):
+    for col, key, label in ((0, "rate", f"rate ({unit})"), (1, "pairwise_corr", "pairwise correlation")):
+        a = fig.add_subplot(grid[0, col])
         if has_real:
             a.scatter(pn[f"{key}_real"], pn[f"{key}_generated"], s=6, alpha=0.6)
             lo = np.nanmin([np.nanmin(pn[f"{key}_real"]), np.nanmin(pn[f"{key}_generated"])])
@@ -195,36 +311,55 @@ def report_png(stats: dict, path: str | Path, generated: np.ndarray, real: np.nd
             a.hist(pn[f"{key}_generated"][np.isfinite(pn[f"{key}_generated"])], bins=40)
             a.set_xlabel(f"generated {label}")
             a.set_title(label)
-    a = ax[1, 0]
-    for name in ("generated", "real") if has_real else ("generated",):
+    a = fig.add_subplot(grid[0, 2])
+    for name in names:
         ff = pn[f"fano_{name}"]
         a.hist(ff[np.isfinite(ff)], bins=30, alpha=0.6, label=f"{name} (median {s[f'median_fano_{name}']:.2f})")
     a.set_xlabel(f"Fano factor ({s['fano_window_bins']}-bin windows)")
     a.legend()
-    a = ax[1, 1]
-    n = min(200, generated.shape[0])
-    img = generated[:n].T > 0
-    if real is not None:
-        m = min(n, real.shape[0])
-        gap = np.zeros((2, n), bool)
-        rr = np.zeros((real.shape[1], n), bool)
-        rr[:, :m] = real[:m].T > 0
-        img = np.vstack([img, gap, rr])
-        a.set_title(f"first {n} bins: generated (top), real (bottom)")
-    else:
-        a.set_title(f"first {n} generated bins")
-    a.imshow(img, aspect="auto", interpolation="nearest", cmap="Greys")
+    for col, key, label, tv in ((0, "window_counts", f"spikes per neuron in {s['fano_window_bins']}-bin windows", "window_count_tv"),
+                                (1, "synchrony", "channels firing in a bin (synchrony)", "synchrony_tv")):
+        a = fig.add_subplot(grid[1, col])
+        for name, style in zip(names, ("o-", "s--")):
+            p = dist[f"{key}_{name}"]
+            a.semilogy(np.arange(p.size), np.where(p > 0, p, np.nan), style, ms=3, label=name)
+        a.set_xlabel(label)
+        a.set_ylabel("probability")
+        a.set_title(f"{label.split(' (')[0]}" + (f": TV distance {s[tv]:.3f}" if has_real else ""))
+        a.legend()
+    a = fig.add_subplot(grid[1, 2])
+    for name in names:
+        af = dist[f"active_fraction_{name}"]
+        w = max(1, af.size // 500)
+        smooth = np.convolve(af, np.ones(w) / w, mode="valid") if af.size >= w else af
+        a.plot(np.arange(smooth.size) + w // 2, smooth, lw=0.8, label=name)
+    if run["runaway"]:
+        a.axvline(run["start_step"], color="r", lw=1.5, label=f"runaway from step {run['start_step']}")
     a.set_xlabel("bin")
-    a.set_ylabel("channel")
-    if title:
-        fig.suptitle(title)
+    a.set_ylabel("fraction of channels firing")
+    a.set_title("population activity over the whole sample" + (" - RUNAWAY" if run["runaway"] else ""),
+                color="r" if run["runaway"] else "k")
+    a.legend(fontsize=8)
+    rows = [("generated", generated)] + ([("real", real)] if has_real and real is not None else [])
+    for i, (name, x) in enumerate(rows):
+        a = fig.add_subplot(grid[2 + i, :])
+        img, k = _pooled_raster(np.asarray(x))
+        a.imshow(img, aspect="auto", interpolation="nearest", cmap="Greys", vmin=0, vmax=max(1e-9, float(img.max())),
+                 extent=(0, img.shape[1] * k, x.shape[1], 0))
+        if name == "generated" and run["runaway"]:
+            a.axvline(run["start_step"], color="r", lw=1.5)
+        a.set_ylabel("channel")
+        a.set_xlabel("bin")
+        a.set_title(f"{name}: all {x.shape[0]} bins ({k} bin(s) per column, shade = share of bins with a spike)")
+    if title or note:
+        fig.suptitle("\n".join(t for t in (title, note) if t))
     fig.tight_layout()
     from .atomic import atomic_path
 
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100)
+            fig.savefig(tmp, dpi=90)
     finally:
         plt.close(fig)
     return path

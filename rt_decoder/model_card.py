@@ -19,7 +19,7 @@ from .errors import ModelError, where
 CARD_KEY = "rt_decoder_card"
 FORMAT_VERSION = 1
 KINDS = ("decoder", "generative")
-MODEL_TYPES = ("retention_unet", "retention_linear", "wiener", "kalman", "gru", "tcfnn", "mlp")
+MODEL_TYPES = ("retention_unet", "retention_linear", "wiener", "kalman", "gru", "tcfnn", "mlp", "glm")
 
 
 @dataclass

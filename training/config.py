@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "head_layers": 1,           # hidden FC layers in the decoder head
         "dropout": 0.1,
         "likelihood": None,         # gaussian for decoders; bernoulli | poisson for generative
+        "coupling_rank": 0,         # generative: rank of the all-to-all coupling path from every neuron's zeta (0: none)
     },
     "training": {
         "mode": "offline",          # offline (precomputed zeta, shuffled batches) | online (windows, TBPTT)
@@ -63,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
         "gru": None,                # overrides of training/gru.py HPARAMS, e.g. {hidden: 128}
         "tcfnn": None,              # overrides of training/tcfnn.py HPARAMS
         "mlp": None,                # overrides of training/mlp.py HPARAMS
+        "glm": None,                # generative models: overrides of training/glm.py HPARAMS (the reference of
+                                    # a generative model is always the coupled Poisson GLM; `which` is for decoders)
     },
     "multisession": {               # several --data files (training/multisession.py, DESIGN §10)
         "enabled": False,           # true: multi-session training even for a single file
@@ -78,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 REFERENCES = ("gru", "tcfnn", "mlp", "wiener", "kalman")
+GENERATIVE_REFERENCES = ("glm",)
 
 CHOICES = {
     "kind": ("decoder", "generative"),
@@ -159,6 +163,7 @@ def validate(cfg: dict, src: str) -> dict:
         raise ConfigError(where(src, f"model.widths must be a non-empty list of positive integers, got {widths!r}"))
     _num(cfg, src, "model.head_hidden", lo=0, integer=True)
     _num(cfg, src, "model.head_layers", lo=1, hi=4, integer=True)
+    _num(cfg, src, "model.coupling_rank", lo=0, hi=4096, integer=True)
     _num(cfg, src, "model.dropout", lo=0, hi=0.9)
     t = "training."
     _num(cfg, src, t + "batch_size", lo=1, integer=True)
@@ -177,7 +182,7 @@ def validate(cfg: dict, src: str) -> dict:
     which = cfg["baselines"]["which"]
     if not isinstance(which, list) or not all(w in REFERENCES for w in which):
         raise ConfigError(where(src, f"baselines.which must be a list of {', '.join(REFERENCES)}, got {which!r}"))
-    for name in ("gru", "tcfnn", "mlp"):
+    for name in ("gru", "tcfnn", "mlp", "glm"):
         if cfg["baselines"][name] is not None and not isinstance(cfg["baselines"][name], dict):
             raise ConfigError(where(src, f"baselines.{name} must be a mapping of settings or null, got {cfg['baselines'][name]!r}"))
     for path in ("name",):
@@ -232,9 +237,10 @@ def torch_threads(setting: int) -> int:
 def parse_references(text: str, src: str = "--baselines") -> list[str]:
     """'gru,wiener' -> ["gru", "wiener"], in the order given; unknown names are one error line."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in REFERENCES]
+    known = REFERENCES + GENERATIVE_REFERENCES
+    bad = [n for n in names if n not in known]
     if bad or not names:
-        raise ConfigError(f"{src}: unknown reference(s) {', '.join(bad) or repr(text)}; choose from {', '.join(REFERENCES)}")
+        raise ConfigError(f"{src}: unknown reference(s) {', '.join(bad) or repr(text)}; choose from {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 

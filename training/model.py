@@ -26,6 +26,8 @@ class NetConfig:
     head_layers: int = 1                 # hidden FC layers
     dropout: float = 0.1
     likelihood: str = "gaussian"         # gaussian (decoder) | bernoulli | poisson (generative)
+    coupling_rank: int = 0               # generative: rank of the all-to-all coupling path (0: none)
+    decays: list[float] = field(default_factory=list)   # generative coupling: zeta channel s is scaled by 1/(1 - decays[s])
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -80,15 +82,37 @@ class DecoderHead(nn.Module):
 
 
 class GenerativeHead(nn.Module):
-    """1x1 conv -> one logit per pixel, plus a learned per-pixel bias (each neuron's base rate)."""
+    """1x1 conv -> one logit per pixel, plus each neuron's own history filter (a weight per decay
+    and pixel: zeta at the neuron's pixel is its spike train filtered by each decay) and a learned
+    per-pixel bias (its base rate). The conv shares one weight per decay across all pixels, which
+    gave every neuron the same refractoriness and burstiness; the own-history weights let each
+    neuron have its own, as a GLM's spike-history filter does (Pillow et al. 2008)."""
 
     def __init__(self, cfg: NetConfig, feat_channels: int):
         super().__init__()
         self.proj = nn.Conv2d(feat_channels + cfg.in_channels, 1, 1)
+        self.own = nn.Parameter(torch.zeros(1, cfg.in_channels, *cfg.canvas))
         self.bias = nn.Parameter(torch.zeros(1, 1, *cfg.canvas))
+        self.coupling = None
+        if cfg.coupling_rank > 0:
+            # every neuron's past -> every neuron's next logit through a rank-r bottleneck (a GLM's
+            # coupling filters on the decays' exponential basis). Zeta is rescaled so a spike adds 1 at
+            # lag 0 in every channel: the slow channels (zeta ~ 1 - decay per spike) then need no
+            # weights far larger than Adam's steps can reach. The read-out starts at zero.
+            H, W = cfg.canvas
+            gain = [1.0 / (1.0 - g) for g in (cfg.decays or [0.0] * cfg.in_channels)]
+            self.register_buffer("gain", torch.tensor(gain, dtype=torch.float32).view(1, -1, 1, 1))
+            self.coupling = nn.Sequential(nn.Flatten(), nn.Linear(cfg.in_channels * H * W, cfg.coupling_rank),
+                                          nn.Linear(cfg.coupling_rank, H * W), nn.Unflatten(1, (1, H, W)))
+            nn.init.zeros_(self.coupling[2].weight)
+            nn.init.zeros_(self.coupling[2].bias)
 
     def forward(self, feats: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat([feats, zeta], dim=1)) + self.bias
+        own = (zeta * self.own).sum(dim=1, keepdim=True)
+        out = self.proj(torch.cat([feats, zeta], dim=1)) + own + self.bias
+        if self.coupling is not None:
+            out = out + self.coupling(zeta * self.gain)
+        return out
 
 
 class Net(nn.Module):

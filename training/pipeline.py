@@ -28,7 +28,7 @@ from .data import prepare
 from .export import export_step_graph
 from .train import fit
 
-STALE = ("metrics.json", "wiener.onnx", "kalman.onnx", "gru.onnx", "tcfnn.onnx", "mlp.onnx")   # written by a run after its model.onnx
+STALE = ("metrics.json", "wiener.onnx", "kalman.onnx", "gru.onnx", "tcfnn.onnx", "mlp.onnx", "glm.onnx")   # written by a run after its model.onnx
 
 
 def evaluate(path: str | Path, rec: Recording, split: dict) -> dict:
@@ -75,7 +75,16 @@ def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg:
         t0, c0 = time.perf_counter(), time.process_time()
         path = out / f"{name}.onnx"
         info: dict = {}
-        if name in ("wiener", "kalman"):
+        if name == "glm":
+            from .glm import train_glm
+
+            try:
+                p = train_glm(rec, split, cfg["model"]["likelihood"], path, overrides=cfg["baselines"]["glm"],
+                              time_limit=time_limit, run_id=run_id, log=log)
+            except ConfigError as e:
+                raise ConfigError(where(cfg.get("_source", "<config>"), str(e))) from None
+            info = {k: p.info[k] for k in ("l2", "n_bases", "n_bins", "val_ll_per_bin", "path")}
+        elif name in ("wiener", "kalman"):
             from rt_decoder.baselines import fit_baselines
 
             save(fit_baselines(rec, split, lag_bins=lag, names=(name,), run_id=run_id)[name], path)
@@ -94,8 +103,49 @@ def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg:
         if name not in ("wiener", "kalman"):
             set_card_metrics(path, ev, {"run_id": run_id})
         res[name] = ev | {"lag_bins": lag, "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu, 1)} | info
-        log(f"{name}: mean test R2 {sum(ev['r2']) / len(ev['r2']):.4f}, fitted in {seconds:.1f} s")
+        score = (f"{ev['bits_per_spike']:.4f} held-out bits/spike" if "bits_per_spike" in ev
+                 else f"mean test R2 {sum(ev['r2']) / len(ev['r2']):.4f}")
+        log(f"{name}: {score}, fitted in {seconds:.1f} s")
     return res
+
+
+def reference_names(cfg: dict, baselines: bool | list[str] | None) -> list[str]:
+    """The references to fit: a decoder's from baselines.which (or the list given), a generative
+    model's the coupled Poisson GLM; a reference of the other kind is one error line."""
+    from .config import GENERATIVE_REFERENCES, REFERENCES
+
+    generative = cfg["kind"] == "generative"
+    if baselines is None:
+        if not cfg["baselines"]["enabled"]:
+            return []
+        return list(GENERATIVE_REFERENCES) if generative else list(cfg["baselines"]["which"])
+    names = list(baselines) if baselines else []
+    allowed = GENERATIVE_REFERENCES if generative else REFERENCES
+    wrong = [n for n in names if n not in allowed]
+    if wrong:
+        raise ConfigError(where(cfg.get("_source", "<config>"),
+                                f"--baselines {','.join(wrong)}: a {cfg['kind']} model's references are {', '.join(allowed)}"))
+    return names
+
+
+def sample_check(path: Path, rec: Recording, split: dict, log=print, steps: int = 10_000, seed: int = 0) -> dict:
+    """Sample `steps` bins from a generative step graph and look for runaway (generation.detect_runaway):
+    a model that is good one step ahead can still drive itself into saturation when fed its own
+    samples. A runaway is logged as one WARNING line with the step where it starts."""
+    from rt_decoder.generation import compare_statistics, generate, runaway_warning
+    from rt_decoder.step_model import StepModel
+
+    m = StepModel(path)
+    a, b = split["test"]
+    x, info = generate(m, steps, seed=seed, progress=True)
+    s = compare_statistics(x, rec.counts[a:b], bin_s=rec.bin_s, binarize_real=info["likelihood"] == "bernoulli")
+    warn = runaway_warning(s["runaway"])
+    if warn:
+        log(f"{path.name}: {warn}")
+    keys = ("mean_rate_generated", "mean_rate_real", "rate_corr", "mean_active_channels_generated",
+            "mean_active_channels_real", "synchrony_tv", "active_fraction_last_tenth_generated")
+    return {"steps": steps, "seed": seed, "steps_per_s": round(info["steps_per_s"], 1), "runaway": s["runaway"]} | {
+        k: s["summary"][k] for k in keys}
 
 
 def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float | None = None,
@@ -121,6 +171,7 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
 
         return run_multisession(cfg, paths, out, time_limit=time_limit, baselines=baselines, resume=resume, log=log)
     path = paths[0]
+    names = reference_names(cfg, baselines)       # a wrong name fails now, not after training
     out = check_output_dir(out, "--out folder")
     rec = load_recording(path, cfg["bin_ms"], cfg.get("targets"))
     prep = prepare(rec, cfg)
@@ -155,17 +206,17 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         "config": cfg["name"], "data": str(path), "epochs": res.epochs, "stopped": res.stopped,
         "nan_rows_excluded": prep.nan_rows,
     }
-    if baselines is None:
-        names = list(cfg["baselines"]["which"]) if cfg["baselines"]["enabled"] else []
-    else:
-        names = list(baselines) if baselines else []
-    if names and cfg["kind"] == "decoder" and not partial:
+    if cfg["kind"] == "generative" and not partial:
+        metrics["sample"] = sample_check(model_path, rec, prep.split, log)
+    if names and not partial:
         lag = cfg["baselines"]["lag_bins"]
         lag = cfg["lag_bins"] if lag is None else lag
         t0 = time.perf_counter()
         metrics["baselines"] = run_references(rec, prep.split, lag, names, cfg, out, time_limit, log, run_id=run_id)
         metrics["baselines_seconds"] = round(time.perf_counter() - t0, 1)
         log(f"references {', '.join(names)} fitted and evaluated in {metrics['baselines_seconds']:.1f} s")
+        if "glm" in metrics["baselines"]:
+            metrics["baselines"]["glm"]["sample"] = sample_check(out / "glm.onnx", rec, prep.split, log)
     metrics["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(out / "metrics.json", metrics)
     return metrics

@@ -64,7 +64,8 @@ def net_config(prep: Prepared, cfg: dict) -> NetConfig:
     m = cfg["model"]
     return NetConfig(in_channels=len(prep.decays), canvas=tuple(prep.canvas), kind=cfg["kind"],
                      n_outputs=prep.n_outputs if cfg["kind"] == "decoder" else 0, widths=list(m["widths"]),
-                     head_hidden=m["head_hidden"], head_layers=m["head_layers"], dropout=m["dropout"], likelihood=m["likelihood"])
+                     head_hidden=m["head_hidden"], head_layers=m["head_layers"], dropout=m["dropout"], likelihood=m["likelihood"],
+                     coupling_rank=m["coupling_rank"] if cfg["kind"] == "generative" else 0, decays=list(prep.decays))
 
 
 def build_model(prep: Prepared, cfg: dict) -> Model:
@@ -112,6 +113,59 @@ def init_rates(model: Model, prep: Prepared) -> None:
         flat = model.net.head.bias.view(-1)
         flat.fill_(float(value.min()))
         flat[torch.as_tensor(prep.pixels)] = torch.as_tensor(value, dtype=flat.dtype)
+
+
+def own_history_fit(feats: np.ndarray, y: np.ndarray, likelihood: str, l2: float = 1.0,
+                    iters: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Each neuron's own-history GLM on its zeta: eta_d = b_d + sum_s w_sd zeta_sd, fit by
+    L2-damped Newton steps (IRLS) for all neurons at once. feats (n, S, D), y (n, D) next-bin
+    counts -> (w (S, D), b (D,)). The penalty l2 (on the summed log-likelihood, bias free) keeps
+    w finite where the data separate (no spike ever follows a spike: an infinite refractory weight)."""
+    n, S, D = feats.shape
+    X = np.concatenate([np.asarray(feats, np.float64), np.ones((n, 1, D))], axis=1)     # (n, S+1, D)
+    t = (y > 0).astype(np.float64) if likelihood != "poisson" else np.asarray(y, np.float64)
+    rate = constant_rate(y, likelihood).clip(1e-4, 1 - 1e-4)
+    theta = np.zeros((S + 1, D))
+    theta[S] = np.log(rate) if likelihood == "poisson" else np.log(rate / (1 - rate))
+    pen = np.full(S + 1, l2)
+    pen[S] = 1e-6
+    for _ in range(iters):
+        eta = np.clip(np.einsum("nsd,sd->nd", X, theta), -30, 20)
+        if likelihood == "poisson":
+            mu = np.exp(eta)
+            v = mu
+        else:
+            mu = 1 / (1 + np.exp(-eta))
+            v = mu * (1 - mu)
+        g = np.einsum("nsd,nd->ds", X, mu - t) + pen * theta.T
+        H = np.empty((D, S + 1, S + 1))
+        for i in range(S + 1):
+            for j in range(i, S + 1):
+                H[:, i, j] = H[:, j, i] = (X[:, i] * v * X[:, j]).sum(axis=0)
+        H[:, np.arange(S + 1), np.arange(S + 1)] += pen
+        step = np.linalg.solve(H, g[..., None])[..., 0]
+        theta -= np.clip(step, -5, 5).T
+        if np.abs(step).max() < 1e-6:
+            break
+    return theta[:S], theta[S]
+
+
+def init_history(model: Model, prep: Prepared) -> None:
+    """Start each neuron's own-history weights and bias at its own-history GLM (own_history_fit on
+    the training block), so training begins where a per-neuron GLM ends and the network learns
+    what coupling adds. From zero, AdamW's steps (about lr each) could not reach the large
+    weights that refractoriness needs within a training run."""
+    if prep.feats is None:
+        init_rates(model, prep)          # learned quantizer: zeta is not fixed before training
+        return
+    a, b = prep.split["train"]
+    w, bias = own_history_fit(prep.feats[a:b - 1], prep.rec.counts[a + 1:b], model.net.cfg.likelihood)
+    pix = torch.as_tensor(prep.pixels)
+    with torch.no_grad():
+        init_rates(model, prep)
+        model.net.head.bias.view(-1)[pix] = torch.as_tensor(bias, dtype=torch.float32)
+        own = model.net.head.own.view(w.shape[0], -1)
+        own[:, pix] = torch.as_tensor(w, dtype=torch.float32)
 
 
 class Batches:
@@ -263,7 +317,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
         n = transfer_unet(model, t["init_from"])
         log(f"initialised {n} network tensors from {t['init_from']}")
     if cfg["kind"] == "generative" and not resume:
-        init_rates(model, prep)
+        init_history(model, prep)
     batches = Batches(prep, cfg, model, gen)
     if len(batches) == 0:
         raise DataError(where(prep.rec.source, "no valid training rows (all behaviour NaN?)"))

@@ -6,7 +6,9 @@ Wiener and Kalman filters.
 Writes DIR/model.onnx (the step graph with its model card), DIR/metrics.json (R2/RMSE/corr per
 output for the model and every reference, from running each step graph bin by bin over the test
 block; split and lag stated), DIR/<reference>.onnx and DIR/checkpoint.pt (resumable with
---resume). Generative configs write held-out log-likelihood and bits/spike. Every file is written
+--resume). Generative configs write held-out log-likelihood and bits/spike, beside those of their
+reference, a coupled Poisson GLM (Pillow et al. 2008; DIR/glm.onnx, metrics.json baselines.glm),
+and a 10^4-step sample check of each (runaway: the population ending up firing in every bin). Every file is written
 atomically and carries the data's sha256 and this run's id; files of an earlier run in DIR
 (metrics.json, reference .onnx files) are replaced or removed. Several --data files (or globs)
 train one multi-session model: a shared trunk and a read-in per session, each session exported as
@@ -49,10 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/model", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--time-limit", type=float, metavar="S", help="stop training after S seconds of compute (CPU seconds per torch thread: wall time on an idle machine, not stretched by other jobs); the best weights so far are kept")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    parser.add_argument("--no-baselines", action="store_true", help="skip every reference decoder (gru, tcfnn, mlp, wiener, kalman)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip every reference decoder (gru, tcfnn, mlp, wiener, kalman; "
+                        "for a generative model, the coupled Poisson GLM)")
     parser.add_argument("--baselines", metavar="LIST",
                         help="comma-separated references to train beside the model, e.g. gru,wiener "
-                             "(default: the config's baselines.which, all five)")
+                             "(default: the config's baselines.which, all five; a generative model's reference is glm)")
     parser.add_argument("--seed", type=int, help="override training.seed")
     parser.add_argument("--targets", metavar="T",
                         help="what to decode: cursor (position, velocity), force, emg (limblab emgdatabin, "
@@ -170,8 +173,14 @@ def multi_summary(m: dict) -> str:
 def summary(m: dict) -> str:
     """A short table: our figure per output vs the baselines."""
     if m.get("kind") == "generative":
-        g = m["model"]
-        return f"held-out: {g['bits_per_spike']:.4f} bits/spike, log-likelihood {g['log_likelihood_per_bin']:.3f} per bin"
+        rows = [f"{'held-out (test block)':<34} {'bits/spike':>10} {'LL/bin':>9}   10^4-step sample"]
+        for name, g in [("model", m["model"]), *m["baselines"].items()]:
+            label = "model" if name == "model" else f"{name} (coupled Poisson GLM)" if name == "glm" else name
+            s = m.get("sample") if name == "model" else g.get("sample")
+            run = "" if not s else (f"RUNAWAY from step {s['runaway']['start_step']}" if s["runaway"]["runaway"]
+                                    else f"no runaway; rate {s['mean_rate_generated']:.3g} Hz (real {s['mean_rate_real']:.3g})")
+            rows.append(f"{label:<34} {g['bits_per_spike']:10.4f} {g['log_likelihood_per_bin']:9.3f}   {run}")
+        return "\n".join(rows)
     rows = [f"{'output':>10} {'model R2':>9} " + " ".join(f"{b + ' R2':>10}" for b in m["baselines"]) + f"   (lag_bins {m['lag_bins']})"]
     for i, name in enumerate(m["outputs"]):
         rows.append(f"{name:>10} {m['model']['r2'][i]:9.4f} " + " ".join(f"{v['r2'][i]:10.4f}" for v in m["baselines"].values()))
