@@ -61,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
         "enabled": True,
         "lag_bins": None,           # None: the model's lag_bins
         "which": ["gru", "tcfnn", "mlp", "wiener", "kalman"],   # trained beside our model, same split
+        "jobs": 1,                  # worker processes fitting the references while our model trains (1 thread
+                                    # each); 1 = one after another after our model; 0 = auto (the idle cores)
         "gru": None,                # overrides of training/gru.py HPARAMS, e.g. {hidden: 128}
         "tcfnn": None,              # overrides of training/tcfnn.py HPARAMS
         "mlp": None,                # overrides of training/mlp.py HPARAMS
@@ -175,6 +177,7 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, t + "threads", lo=0, integer=True)
     _num(cfg, src, t + "input_noise", lo=0)
     _num(cfg, src, "baselines.lag_bins", lo=0, hi=1, integer=True, optional=True)
+    _num(cfg, src, "baselines.jobs", lo=0, integer=True)
     which = cfg["baselines"]["which"]
     if not isinstance(which, list) or not all(w in REFERENCES for w in which):
         raise ConfigError(where(src, f"baselines.which must be a list of {', '.join(REFERENCES)}, got {which!r}"))
