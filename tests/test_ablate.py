@@ -3,9 +3,8 @@ in the JSON, table and figure; a rerun skips the rows already there; --confirm p
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +27,28 @@ def _recording(path: Path) -> Path:
                               source="<synthetic>").validate(), path)
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, timeout=300)
+def _tool():
+    spec = importlib.util.spec_from_file_location("ablate_tool", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def test_ablate_two_settings_resume_and_confirm(tmp_path):
+class _Done:
+    def __init__(self, returncode: int, stderr: str):
+        self.returncode, self.stderr = returncode, stderr
+
+
+def _run(capsys, *args: str) -> _Done:
+    code = _tool().main(list(args))
+    return _Done(code, capsys.readouterr().err)
+
+
+def test_ablate_two_settings_resume_and_confirm(tmp_path, capsys):
     data = _recording(tmp_path / "syn.npz")
     out = tmp_path / "abl"
     common = ["--data", f"syn={data}", "--out", str(out), "--time-limit", "3", "--max-epochs", "2"]
-    p = _run(*common, "--settings", "default", "head128")
+    p = _run(capsys, *common, "--settings", "default", "head128")
     assert p.returncode == 0, p.stderr
     rows = json.loads((out / "ablate.json").read_text())
     assert sorted(r["setting"] for r in rows) == ["default", "head128"]
@@ -47,11 +59,11 @@ def test_ablate_two_settings_resume_and_confirm(tmp_path):
     assert "| head128 |" in md and "| default |" in md
     assert (out / "ablate.png").read_bytes()[:4] == b"\x89PNG"
     # rerun: nothing to do, rows unchanged
-    p = _run(*common, "--settings", "default", "head128")
+    p = _run(capsys, *common, "--settings", "default", "head128")
     assert p.returncode == 0 and "0 runs to do" in p.stderr
     assert json.loads((out / "ablate.json").read_text()) == rows
     # confirm: default + the best 1 setting, on another seed
-    p = _run(*common, "--confirm", "1", "--seeds", "1")
+    p = _run(capsys, *common, "--confirm", "1", "--seeds", "1")
     assert p.returncode == 0, p.stderr
     rows2 = json.loads((out / "ablate.json").read_text())
     assert sorted((r["setting"], r["seed"]) for r in rows2[2:]) == [("default", 1), ("head128", 1)]
@@ -59,6 +71,6 @@ def test_ablate_two_settings_resume_and_confirm(tmp_path):
     assert s["settings"]["head128"]["per_dataset"]["syn"]["seeds"] == [0, 1]
 
 
-def test_ablate_bad_setting_is_one_line(tmp_path):
-    p = _run("--data", "syn=/nonexistent.npz", "--out", str(tmp_path), "--settings", "nope")
+def test_ablate_bad_setting_is_one_line(tmp_path, capsys):
+    p = _run(capsys, "--data", "syn=/nonexistent.npz", "--out", str(tmp_path), "--settings", "nope")
     assert p.returncode == 2 and "unknown nope" in p.stderr and "Traceback" not in p.stderr

@@ -118,12 +118,17 @@ def _stats(v: list[float]) -> tuple[float, float]:
 def summarize(rows: list[dict]) -> dict:
     """Per setting and dataset: mean R² over seeds, its std, seeds, CPU s; per setting: ΔR² vs
     default per dataset (paired on the seeds both have, else all seeds), mean ΔR², wins, losses."""
+    import math
+
     cell: dict = {}
+    undefined = sorted({r["dataset"] for r in rows if not math.isfinite(r["r2"])})
     for r in rows:
+        if r["dataset"] in undefined:
+            continue
         cell.setdefault(r["setting"], {}).setdefault(r["dataset"], []).append(r)
     datasets = [d for d in DATASETS if any(d in v for v in cell.values())] + \
         sorted({d for v in cell.values() for d in v} - set(DATASETS))
-    out: dict = {"datasets": datasets, "settings": {}}
+    out: dict = {"datasets": datasets, "settings": {}, "undefined": undefined}
     ref = cell.get("default", {})
     for name in [s for s in SETTINGS if s in cell] + sorted(set(cell) - set(SETTINGS)):
         per = {}
@@ -179,6 +184,8 @@ def markdown(s: dict, budget: str) -> str:
     lines.append(f"Mean test R² (last 20%, step graph run bin by bin) over seeds ± std over seeds (when > 1 seed); "
                  f"(ΔR²) = setting minus default on the same seeds; wins/losses = datasets where |ΔR²| > 0.002; "
                  f"CPU s = training CPU seconds (1 thread). Budget: {budget}.")
+    if s["undefined"]:
+        lines.append(f"Left out, R² undefined (constant behaviour in the test block): {', '.join(s['undefined'])}.")
     lines.append("Settings (each changes one thing of configs/default.yaml): " + "; ".join(
         f"{k}: " + ", ".join(f"{a}={b}" for a, b in v["overrides"].items()) for k, v in s["settings"].items() if v["overrides"]))
     return "\n".join(lines)
@@ -219,8 +226,11 @@ def figure(s: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def report(rows: list[dict], out: Path, budget: str) -> str:
+def report(rows: list[dict], out: Path) -> str:
+    """Write OUT/ablate.md, ablate_summary.json and ablate.png from the rows; the markdown."""
     s = summarize(rows)
+    pairs = sorted({(r["time_limit_s"], r["max_epochs"]) for r in rows})
+    budget = "; ".join(f"time_limit_s {t:g} CPU s, max_epochs {e}" for t, e in pairs) or "none"
     md = markdown(s, budget)
     with atomic_path(out / "ablate.md") as tmp:
         tmp.write_text(md + "\n")
@@ -261,9 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "ablate.json"
     rows = load_rows(path)
-    budget = f"time_limit_s {args.time_limit:g} CPU s, max_epochs {args.max_epochs}"
     if args.report:
-        print(report(rows, out, budget))
+        print(report(rows, out))
         return 0
     if any("=" not in x for x in args.data):
         print("--data: give NAME=PATH", file=sys.stderr)
@@ -309,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.write(f"{d:<14} {s:<14} seed {k}: R2 {row['r2']:.4f}  {row['train_cpu_s']:6.1f} CPU s  "
                   f"{row['epochs']} epochs ({row['stopped']})", file=sys.stderr)
     bar.close()
-    print(report(rows, out, budget))
+    print(report(rows, out))
     print(f"wrote {path}, {out / 'ablate.md'}, {out / 'ablate.png'} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
 

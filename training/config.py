@@ -62,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "lag_bins": None,           # None: the model's lag_bins
         "which": ["gru", "tcfnn", "mlp", "wiener", "kalman"],   # trained beside our model, same split
         "jobs": 1,                  # worker processes fitting the references while our model trains (1 thread
-                                    # each); 1 = one after another after our model; 0 = auto (the idle cores)
+                                    # each); 1 = one after another after our model; 0 = auto (one per core)
         "gru": None,                # overrides of training/gru.py HPARAMS, e.g. {hidden: 128}
         "tcfnn": None,              # overrides of training/tcfnn.py HPARAMS
         "mlp": None,                # overrides of training/mlp.py HPARAMS

@@ -150,9 +150,12 @@ class ParallelReferences:
 
 
 def reference_jobs(setting: int, n_refs: int) -> int:
-    """baselines.jobs: 0 = auto (the cores the load average leaves idle, as training.threads),
-    1 = one after another in this process (after our model), N = N worker processes."""
-    return min(n_refs, torch_threads(setting)) if n_refs else 0
+    """baselines.jobs: 0 = auto (one worker per core), 1 = one after another in this process
+    (after our model), N = N worker processes. Workers run 1 torch thread each, so unlike
+    threads (training.threads) they do not slow down on a busy machine: they take their share."""
+    import os
+
+    return min(n_refs, setting if setting > 0 else (os.cpu_count() or 1)) if n_refs else 0
 
 
 def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float | None = None,
