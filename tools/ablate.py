@@ -257,6 +257,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="an extra recording (any loader's format) under NAME; repeatable (tests use a synthetic file)")
     p.add_argument("--out", default="runs/ablate", help="folder for ablate.json/.md/.png and each run's model")
     p.add_argument("--report", action="store_true", help="only rewrite the table and figure from OUT/ablate.json")
+    p.add_argument("--include", nargs="+", default=[], metavar="JSON",
+                   help="rows of other sweeps (their ablate.json) added to the table and figure, e.g. a second "
+                        "process's --out; this sweep's own rows stay in OUT/ablate.json")
     p.add_argument("--keep-models", action="store_true", help="keep each run's model.onnx and checkpoint (default: deleted)")
     return p.parse_args(argv)
 
@@ -271,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "ablate.json"
     rows = load_rows(path)
+    others = [r for f in args.include for r in load_rows(Path(f))]
     if args.report:
-        print(report(rows, out))
+        print(report(rows + others, out))
         return 0
     if any("=" not in x for x in args.data):
         print("--data: give NAME=PATH", file=sys.stderr)
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.write(f"{d:<14} {s:<14} seed {k}: R2 {row['r2']:.4f}  {row['train_cpu_s']:6.1f} CPU s  "
                   f"{row['epochs']} epochs ({row['stopped']})", file=sys.stderr)
     bar.close()
-    print(report(rows, out))
+    print(report(rows + others, out))
     print(f"wrote {path}, {out / 'ablate.md'}, {out / 'ablate.png'} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
 
