@@ -52,8 +52,9 @@ def test_ablate_two_settings_resume_and_confirm(tmp_path, capsys):
     assert p.returncode == 0, p.stderr
     rows = json.loads((out / "ablate.json").read_text())
     assert sorted(r["setting"] for r in rows) == ["default", "head128"]
+    base = _tool().base_id()
     for r in rows:
-        assert r["dataset"] == "syn" and r["seed"] == 0 and r["epochs"] <= 2
+        assert r["dataset"] == "syn" and r["seed"] == 0 and r["epochs"] <= 2 and r["base"] == base
         assert np.isfinite(r["r2"]) and r["train_cpu_s"] > 0
     md = (out / "ablate.md").read_text()
     assert "| head128 |" in md and "| default |" in md

@@ -78,8 +78,21 @@ def config_for(setting: str, seed: int, time_limit: float, max_epochs: int, base
     return validate(cfg, f"tools/ablate.py setting {setting}")
 
 
+def base_id(base: str = BASE) -> str:
+    """8 hex digits naming the base config's content (what a row's "default" was), so rows measured
+    around an earlier default.yaml are never mixed with rows around the current one."""
+    import hashlib
+
+    from training.config import load_config
+
+    cfg = load_config(base)
+    keep = {k: cfg[k] for k in ("kind", "lag_bins", "split", "retention", "model")}
+    keep["training"] = {k: v for k, v in cfg["training"].items() if k not in ("seed", "threads", "time_limit_s", "max_epochs")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def row_key(r: dict) -> tuple:
-    return (r["dataset"], r["setting"], r["seed"], r["time_limit_s"], r["max_epochs"])
+    return (r.get("base"), r["dataset"], r["setting"], r["seed"], r["time_limit_s"], r["max_epochs"])
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -95,7 +108,7 @@ def run_one(dataset: str, setting: str, seed: int, data: Path, out: Path, time_l
     with contextlib.redirect_stderr(sink):          # the per-epoch bars of many runs would drown the sweep's bar
         m = run_training(cfg, str(data), out, baselines=False, log=lambda s: None)
     r2 = m["model"]["r2"]
-    return {"dataset": dataset, "setting": setting, "seed": seed, "time_limit_s": time_limit, "max_epochs": max_epochs,
+    return {"base": base_id(), "dataset": dataset, "setting": setting, "seed": seed, "time_limit_s": time_limit, "max_epochs": max_epochs,
             "r2": sum(r2) / len(r2), "r2_outputs": r2, "train_cpu_s": m["train_cpu_seconds"],
             "train_s": m["train_seconds"], "epochs": m["epochs"], "stopped": m["stopped"],
             "outputs": m["outputs"], "bin_s": m["bin_s"]}
@@ -226,12 +239,28 @@ def figure(s: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def report(rows: list[dict], out: Path) -> str:
-    """Write OUT/ablate.md, ablate_summary.json and ablate.png from the rows; the markdown."""
+def pick_base(rows: list[dict], wanted: str | None = None) -> str | None:
+    """The base whose rows a report shows: `wanted`, else the current default.yaml's if rows have
+    it, else the most frequent."""
+    from collections import Counter
+
+    have = Counter(r.get("base") for r in rows)
+    if wanted:
+        return wanted
+    cur = base_id()
+    return cur if cur in have else (have.most_common(1)[0][0] if have else None)
+
+
+def report(rows: list[dict], out: Path, base: str | None = None) -> str:
+    """Write OUT/ablate.md, ablate_summary.json and ablate.png from the rows of one base; the markdown."""
+    base = pick_base(rows, base)
+    rows = [r for r in rows if r.get("base") == base]
     s = summarize(rows)
+    s["base"] = base
     pairs = sorted({(r["time_limit_s"], r["max_epochs"]) for r in rows})
     budget = "; ".join(f"time_limit_s {t:g} CPU s, max_epochs {e}" for t, e in pairs) or "none"
-    md = markdown(s, budget)
+    md = markdown(s, budget) + f"\nBase (default) config id {base}" + (
+        " (the current configs/default.yaml)." if base == base_id() else " (an earlier configs/default.yaml).")
     with atomic_path(out / "ablate.md") as tmp:
         tmp.write_text(md + "\n")
     write_json(out / "ablate_summary.json", s)
@@ -257,6 +286,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="an extra recording (any loader's format) under NAME; repeatable (tests use a synthetic file)")
     p.add_argument("--out", default="runs/ablate", help="folder for ablate.json/.md/.png and each run's model")
     p.add_argument("--report", action="store_true", help="only rewrite the table and figure from OUT/ablate.json")
+    p.add_argument("--base-id", default=None, metavar="ID",
+                   help="report rows measured around this base config id (default: the current default.yaml's, "
+                        "else the most frequent in the rows)")
     p.add_argument("--include", nargs="+", default=[], metavar="JSON",
                    help="rows of other sweeps (their ablate.json) added to the table and figure, e.g. a second "
                         "process's --out; this sweep's own rows stay in OUT/ablate.json")
@@ -276,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = load_rows(path)
     others = [r for f in args.include for r in load_rows(Path(f))]
     if args.report:
-        print(report(rows + others, out))
+        print(report(rows + others, out, args.base_id))
         return 0
     if any("=" not in x for x in args.data):
         print("--data: give NAME=PATH", file=sys.stderr)
@@ -298,9 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{missing[0]}: dataset not present (see ../shared/data/*/SOURCE.txt)", file=sys.stderr)
         return 2
     done = {row_key(r) for r in rows}
+    base = base_id()
     # seed-major, then settings, then datasets: a stopped sweep has the whole screen of seed 0 first
     todo = [(d, s, k) for k in args.seeds for s in settings for d in datasets
-            if (d, s, k, args.time_limit, args.max_epochs) not in done]
+            if (base, d, s, k, args.time_limit, args.max_epochs) not in done]
     print(f"{len(todo)} runs to do ({len(rows)} rows already in {path}); settings {', '.join(settings)}", file=sys.stderr)
     bar = tqdm(todo, unit="run", file=sys.stderr, dynamic_ncols=True)
     t0 = time.perf_counter()
@@ -322,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.write(f"{d:<14} {s:<14} seed {k}: R2 {row['r2']:.4f}  {row['train_cpu_s']:6.1f} CPU s  "
                   f"{row['epochs']} epochs ({row['stopped']})", file=sys.stderr)
     bar.close()
-    print(report(rows + others, out))
+    print(report(rows + others, out, args.base_id))
     print(f"wrote {path}, {out / 'ablate.md'}, {out / 'ablate.png'} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
 
