@@ -53,9 +53,12 @@ SETTINGS: dict[str, dict] = {
     "levels16": {"retention.levels": 16},
     "batch1024_lr8": {"training.batch_size": 1024, "training.lr": 0.008},  # lr x 4 (linear scaling)
     "auto": {"retention.layout": "auto"},                  # = similarity where no electrode map is known
+    # combinations of the screen's winners, for the confirmation round
+    "fit_decays4": {"retention.canvas": "fit", "retention.decays": [0.0, 0.5, 0.875, 0.96875]},
+    "fit_head128": {"retention.canvas": "fit", "model.head_hidden": 128},
 }
 # what the sweep runs when --settings is not given ("auto" duplicates "similarity" without maps)
-SCREEN = [s for s in SETTINGS if s != "auto"]
+SCREEN = [s for s in SETTINGS if s != "auto" and not s.startswith("fit_")]
 
 
 def config_for(setting: str, seed: int, time_limit: float, max_epochs: int, base: str = BASE) -> dict:
@@ -74,7 +77,7 @@ def config_for(setting: str, seed: int, time_limit: float, max_epochs: int, base
         node[last] = copy.deepcopy(value)
     t = cfg["training"]
     t.update(seed=seed, threads=1, time_limit_s=time_limit, max_epochs=max_epochs)
-    cfg["name"] = f"{base}+{setting}"
+    cfg["name"] = f"{Path(base).stem}+{setting}"
     return validate(cfg, f"tools/ablate.py setting {setting}")
 
 
@@ -99,16 +102,17 @@ def load_rows(path: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def run_one(dataset: str, setting: str, seed: int, data: Path, out: Path, time_limit: float, max_epochs: int) -> dict:
+def run_one(dataset: str, setting: str, seed: int, data: Path, out: Path, time_limit: float, max_epochs: int,
+            base: str = BASE) -> dict:
     """Train one (dataset, setting, seed); its figures as a row."""
     from training.pipeline import run_training
 
-    cfg = config_for(setting, seed, time_limit, max_epochs)
+    cfg = config_for(setting, seed, time_limit, max_epochs, base)
     sink = io.StringIO()
     with contextlib.redirect_stderr(sink):          # the per-epoch bars of many runs would drown the sweep's bar
         m = run_training(cfg, str(data), out, baselines=False, log=lambda s: None)
     r2 = m["model"]["r2"]
-    return {"base": base_id(), "dataset": dataset, "setting": setting, "seed": seed, "time_limit_s": time_limit, "max_epochs": max_epochs,
+    return {"base": base_id(base), "dataset": dataset, "setting": setting, "seed": seed, "time_limit_s": time_limit, "max_epochs": max_epochs,
             "r2": sum(r2) / len(r2), "r2_outputs": r2, "train_cpu_s": m["train_cpu_seconds"],
             "train_s": m["train_seconds"], "epochs": m["epochs"], "stopped": m["stopped"],
             "outputs": m["outputs"], "bin_s": m["bin_s"]}
@@ -286,6 +290,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="an extra recording (any loader's format) under NAME; repeatable (tests use a synthetic file)")
     p.add_argument("--out", default="runs/ablate", help="folder for ablate.json/.md/.png and each run's model")
     p.add_argument("--report", action="store_true", help="only rewrite the table and figure from OUT/ablate.json")
+    p.add_argument("--base", default=BASE, metavar="CONFIG",
+                   help="the config the settings change one thing of (a shipped name or a YAML file; default: default)")
     p.add_argument("--base-id", default=None, metavar="ID",
                    help="report rows measured around this base config id (default: the current default.yaml's, "
                         "else the most frequent in the rows)")
@@ -330,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{missing[0]}: dataset not present (see ../shared/data/*/SOURCE.txt)", file=sys.stderr)
         return 2
     done = {row_key(r) for r in rows}
-    base = base_id()
+    base = base_id(args.base)
     # seed-major, then settings, then datasets: a stopped sweep has the whole screen of seed 0 first
     todo = [(d, s, k) for k in args.seeds for s in settings for d in datasets
             if (base, d, s, k, args.time_limit, args.max_epochs) not in done]
@@ -341,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_description(f"{d} {s} seed {k}")
         run_dir = out / "models" / f"{d}-{s}-s{k}"
         try:
-            row = run_one(d, s, k, datasets[d], run_dir, args.time_limit, args.max_epochs)
+            row = run_one(d, s, k, datasets[d], run_dir, args.time_limit, args.max_epochs, args.base)
         except RtDecoderError as e:
             print(f"{d} {s} seed {k}: {e}", file=sys.stderr)
             continue
