@@ -21,6 +21,23 @@ def default_canvas(n_channels: int) -> tuple[int, int]:
     return side, side
 
 
+def fit_canvas(n_channels: int, multiple: int = 1, max_ratio: float = 1.5) -> tuple[int, int]:
+    """Smallest H x W (H <= W, both multiples of `multiple`, W/H <= max_ratio) holding every
+    channel, the squarest on ties. A decoder's FC head reads every pixel, so empty pixels cost
+    time and parameters: 95 channels fit 8x12 (96 pixels) instead of 16x16 (256)."""
+    if n_channels < 1 or multiple < 1:
+        raise ValueError(f"need n_channels >= 1 and multiple >= 1, got {n_channels}, {multiple}")
+    best: tuple[int, int] | None = None
+    h = multiple
+    while best is None or h * h <= best[0] * best[1]:
+        w = max(h, -(-n_channels // h))
+        w = -(-w // multiple) * multiple
+        if w <= max_ratio * h and (best is None or (h * w, w - h) < (best[0] * best[1], best[1] - best[0])):
+            best = (h, w)
+        h += multiple
+    return best
+
+
 def raster_layout(n_channels: int, canvas: tuple[int, int]) -> np.ndarray:
     """Channel d at pixel d, row by row (the thesis's layout)."""
     H, W = canvas

@@ -30,7 +30,8 @@ DEFAULTS: dict[str, Any] = {
         "levels": 4,
         "layout": "raster",         # raster | similarity | map (retention.map) | auto (map if given, else similarity)
         "map": None,                # electrode map: rows of channel numbers (0-based), -1 = no electrode
-        "canvas": None,             # [H, W]; None: smallest square, side a multiple of 8 (>= 16)
+        "canvas": None,             # [H, W]; None: smallest square, side a multiple of 8 (>= 16); "fit": smallest
+                                    # near-square (W/H <= 1.5) whose sides the UNet's levels divide
     },
     "model": {
         "widths": [16, 32],
@@ -61,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
         "enabled": True,
         "lag_bins": None,           # None: the model's lag_bins
         "which": ["gru", "tcfnn", "mlp", "wiener", "kalman"],   # trained beside our model, same split
+        "jobs": 1,                  # worker processes fitting the references while our model trains (1 thread
+                                    # each); 1 = one after another after our model; 0 = auto (one per core)
         "gru": None,                # overrides of training/gru.py HPARAMS, e.g. {hidden: 128}
         "tcfnn": None,              # overrides of training/tcfnn.py HPARAMS
         "mlp": None,                # overrides of training/mlp.py HPARAMS
@@ -148,9 +151,9 @@ def validate(cfg: dict, src: str) -> dict:
         raise ConfigError(where(src, f"retention.decays must be a non-empty list of numbers in [0, 1), got {decays!r}"))
     _num(cfg, src, "retention.levels", lo=2, hi=256, integer=True)
     canvas = cfg["retention"]["canvas"]
-    if canvas is not None and not (isinstance(canvas, list) and len(canvas) == 2
-                                   and all(isinstance(c, int) and c > 0 for c in canvas)):
-        raise ConfigError(where(src, f"retention.canvas must be [H, W] positive integers or null, got {canvas!r}"))
+    if canvas is not None and canvas != "fit" and not (isinstance(canvas, list) and len(canvas) == 2
+                                                       and all(isinstance(c, int) and c > 0 for c in canvas)):
+        raise ConfigError(where(src, f"retention.canvas must be [H, W] positive integers, fit or null, got {canvas!r}"))
     emap = cfg["retention"]["map"]
     if emap is not None and not (isinstance(emap, list) and emap and all(
             isinstance(row, list) and row and all(isinstance(v, int) and not isinstance(v, bool) for v in row) for row in emap)
@@ -179,6 +182,7 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, t + "threads", lo=0, integer=True)
     _num(cfg, src, t + "input_noise", lo=0)
     _num(cfg, src, "baselines.lag_bins", lo=0, hi=1, integer=True, optional=True)
+    _num(cfg, src, "baselines.jobs", lo=0, integer=True)
     which = cfg["baselines"]["which"]
     if not isinstance(which, list) or not all(w in REFERENCES for w in which):
         raise ConfigError(where(src, f"baselines.which must be a list of {', '.join(REFERENCES)}, got {which!r}"))
@@ -232,6 +236,22 @@ def torch_threads(setting: int) -> int:
     except OSError:
         return 1
     return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def canvas_for(cfg: dict, n_channels: int) -> tuple[int, int]:
+    """The canvas a config gives n_channels: [H, W] as set, "fit" (rt_decoder.layout.fit_canvas,
+    sides divisible by 2^(UNet levels - 1)), or None: default_canvas."""
+    from rt_decoder.layout import default_canvas, fit_canvas
+
+    r = cfg["retention"]
+    c = r["canvas"]
+    if c == "fit":
+        m = 2 ** (len(cfg["model"]["widths"]) - 1)
+        if r["layout"] in ("map", "auto") and r["map"]:
+            # the electrode map's own grid, sides rounded up to the UNet's multiple
+            return tuple(-(-n // m) * m for n in (len(r["map"]), len(r["map"][0])))
+        return fit_canvas(n_channels, m)
+    return (int(c[0]), int(c[1])) if c else default_canvas(n_channels)
 
 
 def parse_references(text: str, src: str = "--baselines") -> list[str]:

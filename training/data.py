@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from rt_decoder.errors import DataError, where
-from rt_decoder.layout import default_canvas, map_layout, raster_layout, similarity_layout
+from rt_decoder.layout import map_layout, raster_layout, similarity_layout
 from rt_decoder.recording import Recording, split_bounds
 from rt_decoder.retention import quantize, retention_parallel_f32, shift_for_lag
+
+from .config import canvas_for
 
 MIN_BINS = {"train": 200, "val": 20, "test": 20}
 
@@ -64,7 +66,7 @@ def prepare(rec: Recording, cfg: dict, split: dict[str, tuple[int, int]] | None 
         split = split_bounds(T, cfg["split"]["val"], cfg["split"]["test"])
     check_lengths(rec, split)
     rcfg = cfg["retention"]
-    canvas = tuple(rcfg["canvas"]) if rcfg["canvas"] else default_canvas(D)
+    canvas = canvas_for(cfg, D)
     if canvas[0] * canvas[1] < D:
         raise DataError(where(rec.source, f"{D} channels do not fit the configured canvas {canvas[0]}x{canvas[1]}"))
     t1 = split["train"][1]

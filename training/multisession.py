@@ -32,12 +32,12 @@ from tqdm import tqdm
 
 from rt_decoder.atomic import write_json
 from rt_decoder.errors import ConfigError, DataError, where
-from rt_decoder.layout import default_canvas, raster_layout
+from rt_decoder.layout import raster_layout
 from rt_decoder.model_card import StateSpec
 from rt_decoder.recording import Recording
 from rt_decoder.retention import retention_parallel_f32, shift_for_lag
 
-from .config import torch_threads
+from .config import canvas_for, torch_threads
 from .data import Prepared, prepare
 from .export import make_card, network_onnx
 from .model import NetConfig
@@ -236,8 +236,7 @@ def build(sessions: list, cfg: dict) -> MultiModel:
     """The model for every session of the run; `sessions` are Session or session_info() dicts."""
     sessions = [session_info(s) if isinstance(s, Session) else s for s in sessions]
     virtual = virtual_channels([s["channel_names"] for s in sessions])
-    rcfg = cfg["retention"]
-    canvas = tuple(rcfg["canvas"]) if rcfg["canvas"] else default_canvas(len(virtual))
+    canvas = canvas_for(cfg, len(virtual))
     if canvas[0] * canvas[1] < len(virtual):
         raise ConfigError(where(cfg.get("_source", "<config>"), f"{len(virtual)} virtual channels do not fit the canvas {canvas}"))
     net_cfg = net_config_for(cfg, len(cfg["retention"]["decays"]), canvas, sessions[0]["n_outputs"])

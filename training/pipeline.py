@@ -64,7 +64,7 @@ def remove_stale(out: Path, log) -> None:
 
 
 def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg: dict, out: Path,
-                   time_limit: float | None = None, log=print, run_id: str = "") -> dict:
+                   time_limit: float | None = None, log=print, run_id: str = "", progress: bool = True) -> dict:
     """Fit each reference on the train block (the neural ones early-stopped on val), write
     OUT/<name>.onnx and score its step graph on the test block: {name: metrics}. Each card
     carries the data fingerprint and run_id, like the model's."""
@@ -93,13 +93,13 @@ def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg:
 
             try:
                 r = train_reference(name, rec, split, lag, path, overrides=cfg["baselines"][name],
-                                    seed=cfg["training"]["seed"], time_limit=time_limit,
+                                    seed=cfg["training"]["seed"], time_limit=time_limit, progress=progress,
                                     threads=torch_threads(cfg["training"]["threads"]))
             except ConfigError as e:
                 raise ConfigError(where(cfg.get("_source", "<config>"), str(e))) from None
             info = {"epochs": r.epochs, "stopped": r.stopped}
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        ev = evaluate_decoder(path, rec, "test", split_bounds=split, progress=True)["model"]
+        ev = evaluate_decoder(path, rec, "test", split_bounds=split, progress=progress)["model"]
         if name not in ("wiener", "kalman"):
             set_card_metrics(path, ev, {"run_id": run_id})
         res[name] = ev | {"lag_bins": lag, "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu, 1)} | info
@@ -148,6 +148,66 @@ def sample_check(path: Path, rec: Recording, split: dict, log=print, steps: int 
         k: s["summary"][k] for k in keys}
 
 
+def _reference_job(rec: Recording, split: dict, lag: int, name: str, cfg: dict, out: Path,
+                   time_limit: float | None, run_id: str) -> tuple[dict, list[str]]:
+    """One reference in a worker process (1 torch thread, no bars): its metrics and log lines.
+    Ctrl-C is the parent's to handle: it cancels the pool."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lines: list[str] = []
+    cfg = {**cfg, "training": {**cfg["training"], "threads": 1}}
+    res = run_references(rec, split, lag, [name], cfg, out, time_limit, lines.append, run_id, progress=False)
+    return res[name], lines
+
+
+class ParallelReferences:
+    """The references fitted in `jobs` worker processes while our model trains in this one, so
+    `train` with every reference takes about max(ours, the slowest reference) of wall time on
+    idle cores instead of their sum. Longest first (gru), results in the order asked."""
+
+    ORDER = ("gru", "tcfnn", "mlp", "wiener", "kalman")
+
+    def __init__(self, rec: Recording, split: dict, lag: int, names: list[str], cfg: dict, out: Path,
+                 time_limit: float | None, run_id: str, jobs: int):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.names = names
+        self.t0 = time.perf_counter()
+        self.pool = ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=mp.get_context("spawn"))
+        first = sorted(names, key=lambda n: self.ORDER.index(n) if n in self.ORDER else len(self.ORDER))
+        self.futures = {n: self.pool.submit(_reference_job, rec, split, lag, n, cfg, out, time_limit, run_id)
+                        for n in first}
+
+    def results(self, log) -> dict:
+        res = {}
+        try:
+            for n in self.names:
+                res[n], lines = self.futures[n].result()
+                for line in lines:
+                    log(line)
+        finally:
+            self.cancel()
+        return res
+
+    def cancel(self, kill: bool = False) -> None:
+        """Stop the pool; kill=True ends references still training (Ctrl-C, an error in ours)."""
+        if kill:
+            for p in list((self.pool._processes or {}).values()):
+                p.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def reference_jobs(setting: int, n_refs: int) -> int:
+    """baselines.jobs: 0 = auto (one worker per core), 1 = one after another in this process
+    (after our model), N = N worker processes. Workers run 1 torch thread each, so unlike
+    threads (training.threads) they do not slow down on a busy machine: they take their share."""
+    import os
+
+    return min(n_refs, setting if setting > 0 else (os.cpu_count() or 1)) if n_refs else 0
+
+
 def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float | None = None,
                  resume: bool = False, baselines: bool | list[str] | None = None, log=print) -> dict:
     """Train, export and evaluate; returns the metrics written to DIR/metrics.json.
@@ -180,14 +240,35 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         log(f"{rec.source}: {prep.nan_rows} behaviour rows contain NaN; they are excluded from the loss and the metrics")
     log(f"{rec.source}: {rec.n_bins} bins x {rec.n_channels} channels at {rec.bin_s * 1000:g} ms; "
         f"canvas {prep.canvas[0]}x{prep.canvas[1]}, decays {prep.decays}, lag_bins {cfg['lag_bins']}, split {prep.split}")
-    res = fit(prep, cfg, out / "checkpoint.pt", resume=resume, time_limit=time_limit, log=log, run_id=run_id)
+    lag = cfg["baselines"]["lag_bins"]
+    lag = cfg["lag_bins"] if lag is None else lag
+    parallel = None
+    jobs = reference_jobs(cfg["baselines"]["jobs"], len(names))
+    if jobs > 1:
+        remove_stale(out, log)            # now: the workers write their references while ours trains
+        parallel = ParallelReferences(rec, prep.split, lag, names, cfg, out, time_limit, run_id, jobs)
+        log(f"references {', '.join(names)}: {jobs} worker processes, beside our model")
+        if cfg["training"]["threads"] == 0:       # auto would read the load average before the workers show in it
+            import os
+
+            cfg = {**cfg, "training": {**cfg["training"], "threads": max(1, (os.cpu_count() or 1) - jobs)}}
+    try:
+        res = fit(prep, cfg, out / "checkpoint.pt", resume=resume, time_limit=time_limit, log=log, run_id=run_id)
+    except BaseException:
+        if parallel is not None:
+            parallel.cancel(kill=True)
+        raise
     partial = res.stopped == "interrupted"
+    if partial and parallel is not None:
+        parallel.cancel(kill=True)
+        remove_stale(out, log)            # references a worker finished belong to no complete run
     log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.cpu_seconds:.1f} s CPU, {res.threads} thread(s); "
         f"{res.stopped}); best validation loss {res.best_val:.4f}; "
         f"{res.model.net.n_params()} parameters")
     if partial:
         log(f"interrupted: exporting the best model of {res.epochs} epochs, marked partial (Ctrl-C again to abandon)")
-    remove_stale(out, log)
+    if parallel is None:
+        remove_stale(out, log)
     model_path = out / "model.onnx"
     fingerprint = rec.fingerprint()
     extra = {"epochs": res.epochs, "stopped": res.stopped, "best_val_loss": res.best_val, "nan_rows": prep.nan_rows,
@@ -209,12 +290,15 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
     if cfg["kind"] == "generative" and not partial:
         metrics["sample"] = sample_check(model_path, rec, prep.split, log)
     if names and not partial:
-        lag = cfg["baselines"]["lag_bins"]
-        lag = cfg["lag_bins"] if lag is None else lag
-        t0 = time.perf_counter()
-        metrics["baselines"] = run_references(rec, prep.split, lag, names, cfg, out, time_limit, log, run_id=run_id)
+        t0 = parallel.t0 if parallel is not None else time.perf_counter()
+        if parallel is not None:
+            metrics["baselines"] = parallel.results(log)
+        else:
+            metrics["baselines"] = run_references(rec, prep.split, lag, names, cfg, out, time_limit, log, run_id=run_id)
         metrics["baselines_seconds"] = round(time.perf_counter() - t0, 1)
-        log(f"references {', '.join(names)} fitted and evaluated in {metrics['baselines_seconds']:.1f} s")
+        metrics["baselines_parallel"] = parallel is not None
+        log(f"references {', '.join(names)} fitted and evaluated in {metrics['baselines_seconds']:.1f} s"
+            + (" (in worker processes, beside our model)" if parallel is not None else ""))
         if "glm" in metrics["baselines"]:
             metrics["baselines"]["glm"]["sample"] = sample_check(out / "glm.onnx", rec, prep.split, log)
     metrics["wall_seconds"] = round(time.perf_counter() - t_start, 1)
