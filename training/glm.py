@@ -97,6 +97,8 @@ def fit_glm(rec: Recording, split: dict, likelihood: str = "poisson", overrides:
     (a, b), (c, d) = split["train"], split["val"]
     Xt, Yt = _design(counts[a:b], basis)
     Xv, Yv = _design(counts[c:d], basis)
+    if sparse.issparse(Xv) != sparse.issparse(Xt):       # the train block decides for both
+        Xv = sparse.csr_matrix(Xv) if sparse.issparse(Xt) else Xv.toarray()
     D, F = counts.shape[1], Xt.shape[1]
     # fit on standardized features (dense: centred, all: unit spread), which L-BFGS needs to
     # converge on dense counts, whose raw features are large and nearly collinear with the bias;
