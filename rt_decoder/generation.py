@@ -27,6 +27,7 @@ RUNAWAY_FRACTION = 0.9     # a bin is saturated when at least this share of the 
 RUNAWAY_WINDOW = 50        # bins a runaway must last, at least
 RUNAWAY_HOLD = 0.9         # share of saturated bins from the runaway's start to the end
 RUNAWAY_RATE_HZ = 200.0    # ... or when the channels' mean rate in the bin reaches this (no population sustains it)
+RUNAWAY_VS_REAL = 3.0      # ... or (given real data) this many times the busiest `window` bins of the real block
 
 
 def _check_generative(model: StepModel) -> str:
@@ -143,25 +144,33 @@ def active_fraction(counts: np.ndarray) -> np.ndarray:
 
 
 def detect_runaway(counts: np.ndarray, fraction: float = RUNAWAY_FRACTION, window: int = RUNAWAY_WINDOW,
-                   hold: float = RUNAWAY_HOLD, bin_s: float | None = None, rate_hz: float = RUNAWAY_RATE_HZ) -> dict:
+                   hold: float = RUNAWAY_HOLD, bin_s: float | None = None, rate_hz: float = RUNAWAY_RATE_HZ,
+                   real: np.ndarray | None = None, vs_real: float = RUNAWAY_VS_REAL) -> dict:
     """Does the sample end with the population firing in (nearly) every bin, and from which step?
 
     A bin is saturated when at least `fraction` of the channels fire in it, or (bin_s given) when
     the channels' mean count in it is at least rate_hz * bin_s: a Poisson model can explode in
     counts (or alternate between silence and its rate cap) with only part of the population
-    active in each bin. The sample runs away
+    active in each bin. Given `real` counts, the saturation level drops to `vs_real` times the
+    active fraction of the real block's busiest `window` bins when that is lower (a sparse
+    population stuck at 40% of channels per bin, 20 times its real level, has run away too).
+    The sample runs away
     from step s when, from s to the end (at least `window` bins), at least `hold` of the bins
     are saturated, and stays so measured from every later step; s is the first saturated bin of
     the first window in that tail that is itself `hold` saturated (a lone busy bin does not move it).
     Returns {"runaway", "start_step" (or None), "saturated_fraction_after", "bins", "fraction", "window", "hold"}.
     """
-    sat = active_fraction(counts) >= fraction
+    level = fraction
+    if real is not None and len(real) >= window:
+        busiest = float(np.convolve(active_fraction(real), np.ones(window) / window, mode="valid").max())
+        level = min(fraction, vs_real * busiest)
+    sat = active_fraction(counts) >= level
     if bin_s is not None:
         sat |= np.asarray(counts, np.float64).mean(axis=1) >= rate_hz * bin_s
     T = sat.size
     out = {"runaway": False, "start_step": None, "saturated_fraction_after": 0.0, "bins": int(T),
            "fraction": float(fraction), "window": int(window), "hold": float(hold),
-           "rate_hz": float(rate_hz) if bin_s is not None else None}
+           "rate_hz": float(rate_hz) if bin_s is not None else None, "level": float(level)}
     if T < window:
         return out
     last = T - window                                   # latest start that still leaves `window` bins
@@ -186,7 +195,7 @@ def runaway_warning(runaway: dict, steps_offset: int = 0) -> str | None:
     s = runaway["start_step"] + steps_offset
     rate = f" or a mean rate >= {runaway['rate_hz']:g} Hz" if runaway.get("rate_hz") else ""
     return (f"WARNING: runaway sampling: from step {s} of {runaway['bins'] + steps_offset} on, "
-            f"{100 * runaway['saturated_fraction_after']:.0f}% of bins have >= {100 * runaway['fraction']:.0f}% "
+            f"{100 * runaway['saturated_fraction_after']:.0f}% of bins have >= {100 * runaway.get('level', runaway['fraction']):.3g}% "
             f"of the channels firing{rate} (the population saturates; the sample after step {s} is not neural activity)")
 
 
@@ -263,7 +272,7 @@ def compare_statistics(generated: np.ndarray, real: np.ndarray | None = None, bi
         s["fano_corr"] = _corr(pn["fano_generated"], pn["fano_real"])
         s["synchrony_tv"] = _tv(dist["synchrony_generated"], dist["synchrony_real"])
         s["window_count_tv"] = _tv(dist["window_counts_generated"], dist["window_counts_real"])
-    stats["runaway"] = detect_runaway(g, bin_s=bin_s if bin_s != 1.0 else None)
+    stats["runaway"] = detect_runaway(g, bin_s=bin_s if bin_s != 1.0 else None, real=sides.get("real"))
     stats["summary"].update({"bin_s": float(bin_s), "fano_window_bins": int(window), "binarized_real": bool(binarize_real),
                              "runaway": bool(stats["runaway"]["runaway"]),
                              "runaway_start_step": stats["runaway"]["start_step"]})

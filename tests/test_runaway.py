@@ -68,6 +68,17 @@ def test_detector_catches_a_count_explosion_with_half_the_population_silent():
     assert compare_statistics(x, bin_s=0.005)["runaway"]["start_step"] == 2500
 
 
+def test_detector_judges_a_sparse_population_against_its_real_level():
+    """Stuck at 40% of channels per bin, 20x a real 2% population: a runaway next to the real data."""
+    real = _sparse(3000, p=0.02, seed=9)
+    x = _sparse(4000, p=0.02)
+    x[1000:] = np.random.default_rng(4).random((3000, D)) < 0.4
+    assert not detect_runaway(x)["runaway"]
+    r = detect_runaway(x, real=real)
+    assert r["runaway"] and 1000 <= r["start_step"] <= 1003 and r["level"] < 0.4
+    assert not detect_runaway(_sparse(4000, p=0.02, seed=11), real=real)["runaway"]
+
+
 def test_detector_stays_quiet_without_a_runaway():
     assert not detect_runaway(_sparse(5000))["runaway"]
     burst = _sparse(5000)
@@ -86,7 +97,7 @@ def test_detector_stays_quiet_on_real_data(parts):
     from rt_decoder.loaders import load_recording
 
     rec = load_recording(data_file(*parts), None)
-    r = detect_runaway(rec.counts, bin_s=rec.bin_s)
+    r = detect_runaway(rec.counts, bin_s=rec.bin_s, real=rec.counts[int(0.8 * rec.n_bins):])
     assert not r["runaway"], r
 
 
