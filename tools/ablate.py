@@ -232,9 +232,10 @@ def figure(s: dict, path: Path) -> None:
                 ax.text(j, i, f"{M[i, j]:+.3f}", ha="center", va="center", fontsize=7,
                         color="white" if abs(M[i, j]) > 0.6 * lim else "black")
     ax.set_xticks(range(len(ds) + 1), ds + ["MEAN"], rotation=35, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
+    seeds = [max(len(e["seeds"]) for e in s["settings"][n]["per_dataset"].values()) for n in names]
+    ax.set_yticks(range(len(names)), [f"{n} ({k} seed{'s' if k > 1 else ''})" for n, k in zip(names, seeds)], fontsize=8)
     ax.axvline(len(ds) - 0.5, color="k", lw=1)
-    ax.set_title("ΔR² vs configs/default.yaml (test block; blue = better than default)", fontsize=9)
+    ax.set_title(f"ΔR² vs the base config {s.get('base') or ''} (mean test R² over seeds; blue = better)", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8, label="ΔR²")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
