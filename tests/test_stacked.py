@@ -135,3 +135,10 @@ def test_the_second_state_is_carried_from_bin_to_bin(chestek_stacked):
 def test_config_refuses_what_the_stack_cannot_do(over, message):
     with pytest.raises(ConfigError, match=message):
         _cfg(**over)
+
+
+def test_multisession_refuses_a_stack():
+    from training.multisession import build
+
+    with pytest.raises(ConfigError, match="model.stack is not supported in multi-session"):
+        build([], _stacked_cfg("gru"))
