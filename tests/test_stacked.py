@@ -65,9 +65,18 @@ def test_every_stack_exports_and_steps_like_torch(tmp_path, stack, lag_bins):
     export_step_graph(model, prep, cfg, tmp_path / "m.onnx")
     sm = StepModel(tmp_path / "m.onnx")
     assert [s.name for s in sm.card.states] == ["zeta", "stack_s"] and sm.card.states[1].shape == [1, 24]
+    assert sm.card.extra["stack"] == {"kind": stack, "size": 24}
     got = sm.run(rec.counts)
     want = _torch_block(model, prep, cfg, rec.counts)
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
+    # catch-up (DESIGN §6) advances both states exactly as a full step does
+    before = {k: v.copy() for k, v in sm.state.items()}
+    sm.advance(rec.counts[0])
+    advanced = {k: v.copy() for k, v in sm.state.items()}
+    sm.state = before
+    sm.step(rec.counts[0])
+    for k in ("zeta", "stack_s"):
+        np.testing.assert_array_equal(advanced[k], sm.state[k])
     if lag_bins == 1:          # the prediction for bin 0 has seen no counts at all
         sm.reset()
         a = sm.step(rec.counts[0])

@@ -72,6 +72,8 @@ def make_card(prep: Prepared, cfg: dict, metrics: dict | None = None, extra: dic
 def export_step_graph(model: Model, prep: Prepared, cfg: dict, path: str | Path,
                       metrics: dict | None = None, extra: dict | None = None) -> onnx.ModelProto:
     """Write the full step graph (front-end + network + de-normalization) and return it."""
+    if stack_state(model):
+        extra = {**(extra or {}), "stack": {"kind": model.net.stack, "size": model.net.state_size}}
     card = make_card(prep, cfg, metrics, extra, stack_state(model))
     learned = None
     if model.quant is not None:
