@@ -145,15 +145,12 @@ class Windows:
         self.length = int(np.diff(edges).min())
         self.window = window
 
-    def image(self, z: torch.Tensor) -> torch.Tensor:
-        B, S, _ = z.shape
-        flat = z.new_zeros(B, S, self.canvas[0] * self.canvas[1])
-        flat[:, :, self.pixels] = z
-        return flat.view(B, S, *self.canvas)
-
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Bin indices (L, B) -> zeta images (L, B, S, H, W)."""
+        from .train import to_image  # train imports this module
+
         L, B = idx.shape
-        return self.image(self.feats[idx.flatten()]).view(L, B, -1, *self.canvas)
+        return to_image(self.feats[idx.flatten()], self.pixels, self.canvas).view(L, B, -1, *self.canvas)
 
     def __len__(self) -> int:
         return math.ceil(self.length / self.window)

@@ -5,6 +5,8 @@ Two modes (DESIGN §1):
   offline  precomputed zeta, shuffled mini-batches of bins (thesis algorithm 2);
   online   contiguous streams cut into windows, zeta built in torch from counts and carried
            across windows (truncated BPTT), so the learned quantizer gets gradients (algorithm 1).
+With model.stack (training/stacked.py) offline training reads precomputed zeta in the same kind of
+windows, the network's second state carried (detached) from window to window.
 """
 
 from __future__ import annotations
