@@ -151,3 +151,24 @@ def test_multisession_refuses_a_stack():
 
     with pytest.raises(ConfigError, match="model.stack is not supported in multi-session"):
         build([], _stacked_cfg("gru"))
+
+
+def test_gru_reference_trains_with_a_carried_state(tmp_path):
+    """baselines.gru.carry: the reference trained on TBPTT streams (the regime model.stack uses,
+    for a like-for-like comparison) exports a step graph that decodes simulated reaches."""
+    from rt_decoder.recording import split_bounds
+    from rt_decoder.simulate import simulate_session
+    from training import gru
+    from training.reference import hparams_for, prepare_reference, train_reference
+
+    rec = simulate_session(minutes=3.0, channels=24, bin_s=0.05, seed=2)
+    split = split_bounds(rec.n_bins)
+    hp = hparams_for("gru", {"carry": True, "hidden": 32, "window": 16, "batch_size": 8})
+    data = prepare_reference(rec, split, 0)
+    wins = list(gru.carried_batches(gru.build(data, hp), data, hp, torch.Generator().manual_seed(0)))
+    a, b = split["train"]
+    assert len(wins) >= (b - a) // (8 * 16) - 1 and all(torch.isfinite(w) for w in wins)
+    r = train_reference("gru", rec, split, 0, tmp_path / "gru.onnx", overrides=hp | {"max_epochs": 4}, progress=False)
+    t0, t1 = split["test"]
+    got = StepModel(r.path).run(rec.counts[t0:t1])
+    assert np.mean(r2(rec.behavior[t0:t1], got)) > 0.3
