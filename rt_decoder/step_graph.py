@@ -137,6 +137,8 @@ def build_retention_model(
 
     network: an ONNX model with one input (the zeta image [1,S,H,W]) and one output, either
       [1,K] normalized kinematics (decoder) or [1,1,H,W] / [1,H,W] per-pixel logits (generative).
+      A network with its own recurrent state (model.stack, training/stacked.py) takes each state
+      after zeta in card.states as a further input and returns its next value as a further output.
     linear: (W [S*H*W, K], b [K]) for a ridge readout of the flattened zeta image (no network).
     readin: a session's (A, c), when the card's layout has a "readin" (see `frontend`).
     Decoder: prediction = out * out_std + out_mean. Generative: prediction = sigmoid (Bernoulli)
@@ -161,12 +163,17 @@ def build_retention_model(
     else:
         net = onnx.compose.add_prefix(network, "net/")  # "/" keeps its names apart from ours
         g = net.graph
-        if len(g.input) != 1 or len(g.output) != 1:
-            raise ValueError("the network graph must have exactly one input and one output")
+        carried = [s.name for s in card.states[1:]]     # the network's own states, after zeta
+        if len(g.input) != 1 + len(carried) or len(g.output) != 1 + len(carried):
+            raise ValueError(f"the network graph must have {1 + len(carried)} inputs and outputs "
+                             f"(the zeta image{', ' + ', '.join(carried) if carried else ''}), "
+                             f"got {len(g.input)} and {len(g.output)}")
         nodes.append(helper.make_node("Identity", [feat], [g.input[0].name]))
+        nodes += [helper.make_node("Identity", [name], [inp.name]) for name, inp in zip(carried, g.input[1:])]
         nodes += list(g.node)
         inits += list(g.initializer)
         nodes.append(helper.make_node("Identity", [g.output[0].name], ["net_out"]))
+        nodes += [helper.make_node("Identity", [out.name], [name + "_next"]) for name, out in zip(carried, g.output[1:])]
     if card.kind == "decoder":
         mean = np.zeros(card.n_outputs) if out_mean is None else out_mean
         std = np.ones(card.n_outputs) if out_std is None else out_std

@@ -46,6 +46,8 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
                    help="recordings to train on (limblab = nick_co_001)")
     p.add_argument("--configs", choices=("own", "default", "both"), default="own",
                    help="the dataset's own config (configs/default.yaml where it has none), configs/default.yaml unchanged, or both")
+    p.add_argument("--config", default=None, metavar="NAME|FILE",
+                   help="train ours with this config on every dataset instead (e.g. default_stacked); overrides --configs")
     p.add_argument("--baselines", default=",".join(MODELS[1:]),
                    help="comma-separated references trained beside ours")
     p.add_argument("--seed", type=int, default=0, help="training seed for ours and the neural references")
@@ -87,10 +89,12 @@ def run_accuracy(args: argparse.Namespace) -> int:
             raise DataError(f"{data}: dataset not present (see ../shared/data/*/SOURCE.txt)")
         configs = {"own": [own or DEFAULT_CONFIG], "default": [DEFAULT_CONFIG],
                    "both": list(dict.fromkeys([own or DEFAULT_CONFIG, DEFAULT_CONFIG]))}[args.configs]
+        if getattr(args, "config", None):
+            configs = [args.config]
         for c in configs:
             cfg = load_config(c)
             cfg["training"]["seed"] = args.seed
-            out = Path(args.out) / f"{name}-{c}"
+            out = Path(args.out) / f"{name}-{Path(c).stem}"
             t0 = time.perf_counter()
             m = run_training(cfg, str(data), out, time_limit=args.time_limit, baselines=refs,
                              log=lambda s: print(s, file=sys.stderr))

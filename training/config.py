@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
         "dropout": 0.1,
         "likelihood": None,         # gaussian for decoders; bernoulli | poisson for generative
         "coupling_rank": 0,         # generative: rank of the all-to-all coupling path from every neuron's zeta (0: none)
+        "stack": "none",            # a second state over the first FC layer's features (training/stacked.py):
+                                    # none | retention | gated | leaky | gru; trained on training.window x streams
+        "stack_size": 256,          # its width
     },
     "training": {
         "mode": "offline",          # offline (precomputed zeta, shuffled batches) | online (windows, TBPTT)
@@ -91,6 +94,7 @@ CHOICES = {
     "retention.quantizer": ("binary", "levels", "learned"),
     "retention.layout": ("raster", "similarity", "map", "auto"),
     "model.likelihood": (None, "gaussian", "bernoulli", "poisson"),
+    "model.stack": ("none", "retention", "gated", "leaky", "gru"),
     "training.mode": ("offline", "online"),
     "multisession.readin": ("linear", "gain"),
 }
@@ -168,6 +172,16 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, "model.head_layers", lo=1, hi=4, integer=True)
     _num(cfg, src, "model.coupling_rank", lo=0, hi=4096, integer=True)
     _num(cfg, src, "model.dropout", lo=0, hi=0.9)
+    _num(cfg, src, "model.stack_size", lo=1, integer=True)
+    if cfg["model"]["stack"] != "none":
+        if cfg["kind"] != "decoder":
+            raise ConfigError(where(src, "model.stack is for decoders; a generative model has no stacked state"))
+        if cfg["training"]["mode"] != "offline":
+            raise ConfigError(where(src, "model.stack trains on windows of precomputed zeta: it needs training.mode offline "
+                                         "(and a fixed quantizer)"))
+        if cfg["model"]["head_hidden"] < 1 or cfg["model"]["head_layers"] != 2:
+            raise ConfigError(where(src, "model.stack sits between the head's two FC layers: it needs model.head_layers 2 "
+                                         "and model.head_hidden >= 1"))
     t = "training."
     _num(cfg, src, t + "batch_size", lo=1, integer=True)
     _num(cfg, src, t + "lr", lo=0, lo_open=True)

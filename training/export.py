@@ -20,22 +20,37 @@ from rt_decoder.model_card import ModelCard, StateSpec
 from rt_decoder.step_graph import OPSET, build_retention_model, save
 
 from .data import Prepared
+from .stacked import STACK_STATE
 from .train import Model
 
 
 def network_onnx(model: Model) -> onnx.ModelProto:
-    """Trace the network alone: input `zeta_image` [1, S, H, W], one output."""
+    """Trace the network alone: input `zeta_image` [1, S, H, W], one output; a stacked network
+    (training/stacked.py) also takes its state `stack_s` [1, N] and returns `stack_s_next`."""
     net = model.net.eval()
     S, (H, W) = net.cfg.in_channels, net.cfg.canvas
+    args: tuple = (torch.zeros(1, S, H, W),)
+    names, outs = ["zeta_image"], ["logits_or_outputs"]
+    if stack_state(model):
+        args += (torch.zeros(1, net.state_size),)
+        names.append(STACK_STATE)
+        outs.append(STACK_STATE + "_next")
     buf = io.BytesIO()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # the TorchScript exporter's deprecation notice
-        torch.onnx.export(net, (torch.zeros(1, S, H, W),), buf, opset_version=OPSET, dynamo=False,
-                          input_names=["zeta_image"], output_names=["logits_or_outputs"], do_constant_folding=True)
+        warnings.simplefilter("ignore")   # the TorchScript exporter's deprecation and RNN notices
+        torch.onnx.export(net, args, buf, opset_version=OPSET, dynamo=False,
+                          input_names=names, output_names=outs, do_constant_folding=True)
     return onnx.load_from_string(buf.getvalue())
 
 
-def make_card(prep: Prepared, cfg: dict, metrics: dict | None = None, extra: dict | None = None) -> ModelCard:
+def stack_state(model: Model) -> list[StateSpec]:
+    """The second state a stacked network carries (none for the flat network)."""
+    n = getattr(model.net, "state_size", 0)
+    return [StateSpec(STACK_STATE, [1, n])] if n else []
+
+
+def make_card(prep: Prepared, cfg: dict, metrics: dict | None = None, extra: dict | None = None,
+              more_states: list[StateSpec] | None = None) -> ModelCard:
     rec = prep.rec
     r = cfg["retention"]
     H, W = prep.canvas
@@ -46,7 +61,7 @@ def make_card(prep: Prepared, cfg: dict, metrics: dict | None = None, extra: dic
     return ModelCard(
         kind=cfg["kind"], model_type="retention_unet", bin_s=float(rec.bin_s),
         channel_names=list(rec.channel_names), outputs=outputs, units=[str(u) for u in units],
-        states=[StateSpec("zeta", [1, len(prep.decays), H, W])], lag_bins=int(cfg["lag_bins"]),
+        states=[StateSpec("zeta", [1, len(prep.decays), H, W]), *(more_states or [])], lag_bins=int(cfg["lag_bins"]),
         decays=list(prep.decays), levels=int(r["levels"]), quantizer=r["quantizer"], canvas=[H, W],
         layout={"kind": prep.layout, "pixels": [int(p) for p in prep.pixels]},
         likelihood=cfg["model"]["likelihood"], data_sha256=rec.fingerprint(), metrics=metrics or {},
@@ -57,7 +72,9 @@ def make_card(prep: Prepared, cfg: dict, metrics: dict | None = None, extra: dic
 def export_step_graph(model: Model, prep: Prepared, cfg: dict, path: str | Path,
                       metrics: dict | None = None, extra: dict | None = None) -> onnx.ModelProto:
     """Write the full step graph (front-end + network + de-normalization) and return it."""
-    card = make_card(prep, cfg, metrics, extra)
+    if stack_state(model):
+        extra = {**(extra or {}), "stack": {"kind": model.net.stack, "size": model.net.state_size}}
+    card = make_card(prep, cfg, metrics, extra, stack_state(model))
     learned = None
     if model.quant is not None:
         learned = (model.quant.w.detach().numpy().astype(np.float32), model.quant.b.detach().numpy().astype(np.float32))

@@ -3,7 +3,8 @@ beat), 2 layers x 256 by default, on z-scored counts -> normalized kinematics.
 
 Trained on windows cut from the training block, each started from a zero hidden state whose first
 `burn_in` bins only warm the state (their loss is ignored), so the net learns to decode from a
-state it built itself, as at run time. Run statefully bin by bin: the hidden state [layers, 1,
+state it built itself, as at run time; or, with `carry`, on contiguous streams whose state is
+carried from window to window (truncated BPTT, as model.stack trains). Run statefully bin by bin: the hidden state [layers, 1,
 hidden] is the step graph's state `gru_h`, zeros at reset. With lag_bins = 1 the prediction for
 bin k is read from the state before bin k's counts arrive.
 """
@@ -20,6 +21,7 @@ from .reference import Normalized, RefData, masked_mse
 HPARAMS = {
     "hidden": 256, "layers": 2, "dropout": 0.2,
     "window": 64, "burn_in": 16, "batch_size": 16,
+    "carry": False,     # True: batch_size contiguous streams read window by window, the state carried (TBPTT)
     "lr": 2e-3, "weight_decay": 1e-2, "max_epochs": 40, "patience": 5, "plateau": 2,
 }
 
@@ -49,7 +51,10 @@ def build(data: RefData, hp: dict) -> GRUNet:
 
 def batches(net: GRUNet, data: RefData, hp: dict, gen: torch.Generator):
     """One epoch: windows of burn_in + window bins tiling the training block from a random shift,
-    in random order; loss on the last `window` bins of each."""
+    in random order; loss on the last `window` bins of each. With carry, streams instead."""
+    if hp["carry"]:
+        yield from carried_batches(net, data, hp, gen)
+        return
     a, b = data.split["train"]
     span = hp["burn_in"] + hp["window"]
     shift = int(torch.randint(0, hp["window"], (1,), generator=gen))
@@ -63,6 +68,23 @@ def batches(net: GRUNet, data: RefData, hp: dict, gen: torch.Generator):
     for i in range(0, len(starts), hp["batch_size"]):
         idx = starts[i:i + hp["batch_size"], None] + steps[None]       # (B, span)
         yield window_loss(net, data.x[idx].transpose(0, 1), data.y[idx].transpose(0, 1), burn, data.lag_bins)
+
+
+def carried_batches(net: GRUNet, data: RefData, hp: dict, gen: torch.Generator):
+    """Truncated BPTT, as model.stack trains (training/stacked.py): the training block cut into
+    batch_size contiguous streams, read `window` bins at a time from a random shift, the hidden
+    state carried (detached) between windows, so the loss sees states as warm as at run time."""
+    a, b = data.split["train"]
+    n = max(1, min(hp["batch_size"], (b - a) // (2 * hp["window"])))
+    edges = torch.linspace(a, b, n + 1).long()
+    starts, length = edges[:-1], int((edges[1:] - edges[:-1]).min())
+    shift = int(torch.randint(0, hp["window"], (1,), generator=gen))
+    h = None
+    for off in range(0, length - shift, hp["window"]):
+        idx = (starts + shift + off)[None] + torch.arange(min(hp["window"], length - shift - off))[:, None]
+        pred, h_last = net(data.x[idx], h, lag=data.lag_bins)
+        h = h_last.detach()
+        yield masked_mse(pred, data.y[idx])
 
 
 def window_loss(net: GRUNet, x: torch.Tensor, y: torch.Tensor, burn: int, lag: int) -> torch.Tensor:

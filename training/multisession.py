@@ -234,6 +234,9 @@ def net_config_for(cfg: dict, n_decays: int, canvas: tuple[int, int], n_outputs:
 
 def build(sessions: list, cfg: dict) -> MultiModel:
     """The model for every session of the run; `sessions` are Session or session_info() dicts."""
+    if cfg["model"]["stack"] != "none":
+        raise ConfigError(where(cfg.get("_source", "<config>"), "model.stack is not supported in multi-session "
+                                                                 "training yet; use model.stack none"))
     sessions = [session_info(s) if isinstance(s, Session) else s for s in sessions]
     virtual = virtual_channels([s["channel_names"] for s in sessions])
     canvas = canvas_for(cfg, len(virtual))

@@ -5,6 +5,8 @@ Two modes (DESIGN §1):
   offline  precomputed zeta, shuffled mini-batches of bins (thesis algorithm 2);
   online   contiguous streams cut into windows, zeta built in torch from counts and carried
            across windows (truncated BPTT), so the learned quantizer gets gradients (algorithm 1).
+With model.stack (training/stacked.py) offline training reads precomputed zeta in the same kind of
+windows, the network's second state carried (detached) from window to window.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .config import torch_threads
 from .data import Prepared
 from .model import Net, NetConfig
 from .retention import LearnedQuantizer, quantize, retention_parallel
+from .stacked import StackedNet, Windows, predict
 
 
 def to_image(z: torch.Tensor, pixels: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
@@ -40,11 +43,13 @@ def to_image(z: torch.Tensor, pixels: torch.Tensor, canvas: tuple[int, int]) -> 
 
 
 class Model(torch.nn.Module):
-    """What is trained and exported: an optional learned quantizer and the network."""
+    """What is trained and exported: an optional learned quantizer and the network (with
+    model.stack, a StackedNet carrying a second state: training/stacked.py)."""
 
-    def __init__(self, net_cfg: NetConfig, n_channels: int, learned_levels: int | None):
+    def __init__(self, net_cfg: NetConfig, n_channels: int, learned_levels: int | None,
+                 stack: str = "none", stack_size: int = 0):
         super().__init__()
-        self.net = Net(net_cfg)
+        self.net = Net(net_cfg) if stack == "none" else StackedNet(net_cfg, stack, stack_size)
         self.quant = LearnedQuantizer(n_channels, learned_levels) if learned_levels else None
 
 
@@ -69,9 +74,10 @@ def net_config(prep: Prepared, cfg: dict) -> NetConfig:
 
 
 def build_model(prep: Prepared, cfg: dict) -> Model:
-    r = cfg["retention"]
+    r, m = cfg["retention"], cfg["model"]
     try:
-        return Model(net_config(prep, cfg), prep.rec.n_channels, r["levels"] if r["quantizer"] == "learned" else None)
+        return Model(net_config(prep, cfg), prep.rec.n_channels, r["levels"] if r["quantizer"] == "learned" else None,
+                     m["stack"], m["stack_size"])
     except ValueError as e:
         raise ConfigError(where(cfg.get("_source", "<config>"), f"model: {e}")) from None
 
@@ -188,6 +194,9 @@ class Batches:
         self.counts = torch.as_tensor(prep.rec.counts, dtype=torch.float32)
         # zeta precomputed (numpy, the step graph's recurrence) whenever the quantizer is fixed
         self.feats = None if prep.feats is None else torch.as_tensor(prep.feats)
+        self.stacked = isinstance(model.net, StackedNet)
+        if self.stacked:      # TBPTT windows over precomputed zeta; the second state carried between them
+            self.windows = Windows(self.feats, self.target, self.pixels, prep.canvas, (a, b), t["streams"], t["window"])
         if self.online:
             n = t["streams"]
             edges = np.linspace(a, b, n + 1).astype(int)
@@ -201,6 +210,8 @@ class Batches:
         return to_image(z, self.pixels, self.prep.canvas)
 
     def __len__(self) -> int:
+        if self.stacked:
+            return len(self.windows)
         if not self.online:
             return math.ceil(len(self.train_rows) / self.batch_size)
         return math.ceil(max(e - s for s, e in self.streams) / self.window)
@@ -210,6 +221,9 @@ class Batches:
         return self.model.quant(x) if self.model.quant is not None else quantize(x, levels=r["levels"], kind=r["quantizer"])
 
     def __iter__(self):
+        if self.stacked:
+            yield from self.windows.epoch(self.gen)
+            return
         if not self.online:
             order = self.train_rows[torch.randperm(len(self.train_rows), generator=self.gen)]
             for i in range(0, len(order), self.batch_size):
@@ -256,6 +270,8 @@ class Batches:
     @torch.no_grad()
     def val_loss(self, block: str = "val") -> float:
         a, b = self.prep.split[block]
+        if self.stacked:                 # the block as one stream from a zero second state, as evaluation runs it
+            return float(self.model.net.loss(predict(self.model.net, self.windows, a, b), self.target[a:b]))
         feats = self.all_feats()
         rows = torch.as_tensor(np.flatnonzero(self.prep.valid[a:b]) + a)
         total, n = 0.0, 0
@@ -365,10 +381,16 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
         while epoch < t["max_epochs"] and stopped == "max epochs":
             model.train()
             run_loss, n = 0.0, 0
+            state = None
             for x, y, m in batches:
                 if noise:
                     x = x + noise * torch.randn_like(x)
-                loss = model.net.loss(model.net(x), y, m)
+                if batches.stacked:           # m: does this window continue the previous one's streams?
+                    out, last = model.net.sequence(x, state if m else None)
+                    state = last.detach()
+                    loss = model.net.loss(out, y)
+                else:
+                    loss = model.net.loss(model.net(x), y, m)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

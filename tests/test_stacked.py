@@ -1,0 +1,211 @@
+"""model.stack: the second state's step graph equals the torch network run as one sequence (over
+real chestek bins), the state is carried from bin to bin (a graph that reset it would fail), and
+the config refuses what the stacked network cannot do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rt_decoder.errors import ConfigError  # noqa: E402
+from rt_decoder.metrics import r2  # noqa: E402
+from rt_decoder.recording import Recording  # noqa: E402
+from rt_decoder.retention import quantize, retention_parallel_f32, shift_for_lag  # noqa: E402
+from rt_decoder.step_model import StepModel  # noqa: E402
+from training.config import DEFAULTS, _merge, validate  # noqa: E402
+from training.data import prepare  # noqa: E402
+from training.export import export_step_graph  # noqa: E402
+from training.stacked import STACKS, StackedNet, Windows  # noqa: E402
+from training.train import build_model, fit  # noqa: E402
+
+
+def _cfg(**over) -> dict:
+    return validate(_merge(DEFAULTS, over, "<test>"), "<test>")
+
+
+def _stacked_cfg(stack: str, lag_bins: int = 0, **training) -> dict:
+    return _cfg(lag_bins=lag_bins, retention={"decays": [0.0, 0.5, 0.875, 0.96875]},
+                model={"widths": [4], "head_hidden": 32, "head_layers": 2, "stack": stack, "stack_size": 24},
+                training={"window": 16, "streams": 8, "threads": 1, **training})
+
+
+def _torch_block(model, prep, cfg, counts: np.ndarray) -> np.ndarray:
+    """The network over a block as training runs it: zeta from the block's first bin (the graph's
+    reset), the second state from zeros, the whole block as one sequence; physical units."""
+    r = cfg["retention"]
+    z = retention_parallel_f32(quantize(counts, levels=r["levels"], kind=r["quantizer"]).astype(np.float32), prep.decays)
+    z = shift_for_lag(z, cfg["lag_bins"])
+    win = Windows(torch.as_tensor(z), torch.zeros(len(z), prep.n_outputs), torch.as_tensor(prep.pixels), prep.canvas,
+                  (0, len(z)), 1, len(z))
+    with torch.no_grad():
+        out, _ = model.net.sequence(win.rows(torch.arange(len(z))[:, None]))
+    return out[:, 0].numpy() * prep.out_std + prep.out_mean
+
+
+def _poisson_rec(T: int = 1200, D: int = 30, K: int = 2, seed: int = 0) -> Recording:
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(0.9, size=(T, D))
+    y = np.cumsum(rng.normal(size=(T, K)), axis=0)
+    return Recording(counts=counts, bin_s=0.05, behavior=y, source="<poisson>").validate()
+
+
+@pytest.mark.parametrize("lag_bins", [0, 1])
+@pytest.mark.parametrize("stack", [s for s in STACKS if s != "none"])
+def test_every_stack_exports_and_steps_like_torch(tmp_path, stack, lag_bins):
+    """Untrained weights are enough to pin the graph to the network: bin by bin from a reset,
+    the ONNX step graph gives the torch sequence's outputs, for every stack and lag."""
+    rec = _poisson_rec()
+    cfg = _stacked_cfg(stack, lag_bins)
+    prep = prepare(rec, cfg)
+    torch.manual_seed(1)
+    model = build_model(prep, cfg).eval()
+    assert isinstance(model.net, StackedNet)
+    export_step_graph(model, prep, cfg, tmp_path / "m.onnx")
+    sm = StepModel(tmp_path / "m.onnx")
+    assert [s.name for s in sm.card.states] == ["zeta", "stack_s"] and sm.card.states[1].shape == [1, 24]
+    assert sm.card.extra["stack"] == {"kind": stack, "size": 24}
+    got = sm.run(rec.counts)
+    want = _torch_block(model, prep, cfg, rec.counts)
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
+    # catch-up (DESIGN §6) advances both states exactly as a full step does
+    before = {k: v.copy() for k, v in sm.state.items()}
+    sm.advance(rec.counts[0])
+    advanced = {k: v.copy() for k, v in sm.state.items()}
+    sm.state = before
+    sm.step(rec.counts[0])
+    for k in ("zeta", "stack_s"):
+        np.testing.assert_array_equal(advanced[k], sm.state[k])
+    if lag_bins == 1:          # the prediction for bin 0 has seen no counts at all
+        sm.reset()
+        a = sm.step(rec.counts[0])
+        sm.reset()
+        b = sm.step(rec.counts[0] + 5)
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def chestek_stacked(tmp_path_factory):
+    """A GRU-stacked decoder trained six epochs on the first 6000 bins of chestek (test: 1200 bins)."""
+    from conftest import data_file
+
+    from rt_decoder.loaders import load_recording
+
+    rec = load_recording(data_file("chestek_contdata95", "contdata95.mat"), None).slice(0, 6000)
+    cfg = _stacked_cfg("gru", max_epochs=6)
+    d = tmp_path_factory.mktemp("stacked")
+    prep = prepare(rec, cfg)
+    res = fit(prep, cfg, d / "checkpoint.pt", log=lambda s: None)
+    export_step_graph(res.model, prep, cfg, d / "model.onnx")
+    return rec, prep, cfg, res.model, d / "model.onnx"
+
+
+@pytest.mark.realdata
+def test_onnx_equals_torch_on_real_bins(chestek_stacked):
+    rec, prep, cfg, model, path = chestek_stacked
+    a, b = prep.split["test"]
+    assert b - a >= 1000
+    m = StepModel(path)
+    got = m.run(rec.counts[a:b])
+    want = _torch_block(model, prep, cfg, rec.counts[a:b])
+    scale = np.nanstd(rec.behavior[a:b], axis=0)
+    assert np.max(np.abs(got - want) / scale) < 1e-4
+    assert np.mean(r2(rec.behavior[a:b], got)) > 0.3          # six epochs already decode
+
+
+@pytest.mark.realdata
+def test_the_second_state_is_carried_from_bin_to_bin(chestek_stacked):
+    """Resetting stack_s before every bin (zeta still carried) must change the predictions, and
+    the torch sequence — which carries the state — matches only the carried run (above): a graph
+    that dropped stack_s, or returned it unchanged, fails here or there."""
+    rec, prep, cfg, model, path = chestek_stacked
+    a, b = prep.split["test"]
+    m = StepModel(path)
+    carried = m.run(rec.counts[a:b])
+    assert np.abs(m.state["stack_s"]).max() > 0
+    m.reset()
+    reset = np.empty_like(carried)
+    for k in range(b - a):
+        m.state["stack_s"] = np.zeros_like(m.state["stack_s"])
+        reset[k] = m.step(rec.counts[a + k])
+    scale = np.nanstd(rec.behavior[a:b], axis=0)
+    assert np.mean(np.abs(carried - reset) / scale) > 0.05
+    r_carried, r_reset = np.mean(r2(rec.behavior[a:b], carried)), np.mean(r2(rec.behavior[a:b], reset))
+    assert r_carried > r_reset + 0.05, (r_carried, r_reset)
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"kind": "generative", "model": {"stack": "gru"}}, "model.stack is for decoders"),
+    ({"model": {"stack": "gru", "head_layers": 1}}, "model.head_layers 2"),
+    ({"model": {"stack": "lstm"}}, "model.stack must be one of"),
+    ({"model": {"stack": "gru"}, "training": {"mode": "online"}}, "training.mode offline"),
+])
+def test_config_refuses_what_the_stack_cannot_do(over, message):
+    with pytest.raises(ConfigError, match=message):
+        _cfg(**over)
+
+
+def test_multisession_refuses_a_stack():
+    from training.multisession import build
+
+    with pytest.raises(ConfigError, match="model.stack is not supported in multi-session"):
+        build([], _stacked_cfg("gru"))
+
+
+def test_gru_reference_trains_with_a_carried_state(tmp_path):
+    """baselines.gru.carry: the reference trained on TBPTT streams (the regime model.stack uses,
+    for a like-for-like comparison) exports a step graph that decodes simulated reaches."""
+    from rt_decoder.recording import split_bounds
+    from rt_decoder.simulate import simulate_session
+    from training import gru
+    from training.reference import hparams_for, prepare_reference, train_reference
+
+    rec = simulate_session(minutes=3.0, channels=24, bin_s=0.05, seed=2)
+    split = split_bounds(rec.n_bins)
+    hp = hparams_for("gru", {"carry": True, "hidden": 32, "window": 16, "batch_size": 8})
+    data = prepare_reference(rec, split, 0)
+    wins = list(gru.carried_batches(gru.build(data, hp), data, hp, torch.Generator().manual_seed(0)))
+    a, b = split["train"]
+    assert len(wins) >= (b - a) // (8 * 16) - 1 and all(torch.isfinite(w) for w in wins)
+    r = train_reference("gru", rec, split, 0, tmp_path / "gru.onnx", overrides=hp | {"max_epochs": 4}, progress=False)
+    t0, t1 = split["test"]
+    got = StepModel(r.path).run(rec.counts[t0:t1])
+    assert np.mean(r2(rec.behavior[t0:t1], got)) > 0.3
+
+
+@pytest.mark.lsl
+def test_run_streams_a_stacked_model_over_lsl(tmp_path):
+    """`run` carries both states over a real LSL stream: the decoded stream equals stepping the
+    graph offline, and the session log re-runs exactly."""
+    import uuid
+
+    from rt_decoder.runtime.loop import Runtime
+    from rt_decoder.runtime.player import Player
+    from rt_decoder.runtime.probe import Consumer, RuntimeThread, poisson_recording
+    from rt_decoder.runtime.session_log import rerun_log
+
+    rec = poisson_recording(700, 16, bin_s=0.02, seed=21)
+    cfg = _stacked_cfg("gru")
+    prep = prepare(rec, cfg)
+    torch.manual_seed(0)
+    export_step_graph(build_model(prep, cfg).eval(), prep, cfg, tmp_path / "m.onnx")
+    path = tmp_path / "m.onnx"
+    name = "t" + uuid.uuid4().hex[:10]
+    live = rec.slice(600, 700)
+    player = Player(live, name=name, speed=4.0)
+    rt = Runtime(path, f"{name}-spikes", output=f"{name}-dec", stats=None, budget_ms=1000.0, log_path=tmp_path / "s.jsonl")
+    th = RuntimeThread(rt).start()
+    dec = Consumer(f"{name}-dec")
+    player.start(wait_consumers_s=5.0)
+    assert player.wait(15.0)
+    dec.wait_for(100, 5.0)
+    summary = th.join()
+    dec.stop()
+    x, _, _ = dec.data()
+    assert summary["predictions"] == 100
+    m = StepModel(path)
+    want = m.run(live.counts)
+    np.testing.assert_allclose(x, want, atol=1e-5)
+    assert np.abs(m.state["stack_s"]).max() > 0
+    assert rerun_log(path, tmp_path / "s.jsonl")["exact"]

@@ -1,0 +1,199 @@
+"""A second recurrent layer over the UNet's nonlinear features (model.stack), trained on windows.
+
+The flat decoder reads the fixed-decay zeta image through UNet + FC. Here the first FC layer's
+output h_k = relu(FC1([UNet(zeta1_k), zeta1_k])) feeds a second state s that also advances one
+bin at a time, and the head reads both: y_k = FC2([h_k, s_k]). `model.stack` picks the update:
+
+  none       no second state (today's network; trained on windows it isolates "how it is trained")
+  retention  s_k = g * s_{k-1} + (1 - g) * W h_k, learnable per-feature decays g = sigmoid(a)
+  gated      as retention with input-dependent decays g_k = sigmoid(a + U h_k)
+  leaky      s_k = g * s_{k-1} + (1 - g) * tanh(W h_k + R s_{k-1}): the state passes a nonlinearity
+  gru        s_k = GRUCell(h_k, s_{k-1})
+
+Training cuts the training block into `streams` contiguous streams read in windows of `window`
+bins, s carried (detached) from window to window (truncated BPTT), so the state the loss sees
+is as warm as at run time. The step graph carries s as the state `stack_s` [1, N] after zeta.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import NetConfig, UNet
+
+STACKS = ("none", "retention", "gated", "leaky", "gru")
+STACK_STATE = "stack_s"     # the step graph's name for the second state
+
+
+def init_decays(n: int, lo: float = 0.5, hi: float = 0.99) -> torch.Tensor:
+    """Logits of n decays spread evenly in log-timescale between lo and hi."""
+    tau = torch.exp(torch.linspace(math.log(1 / (1 - lo)), math.log(1 / (1 - hi)), n))
+    g = 1 - 1 / tau
+    return torch.log(g / (1 - g))
+
+
+class StackedNet(nn.Module):
+    """zeta image [B, S, H, W] and state [B, N] -> normalized outputs [B, K] and the next state."""
+
+    def __init__(self, cfg: NetConfig, stack: str, state_size: int):
+        super().__init__()
+        if stack not in STACKS:
+            raise ValueError(f"model.stack must be one of {', '.join(STACKS)}, got {stack!r}")
+        self.cfg, self.stack = cfg, stack
+        H, W = cfg.canvas
+        levels = len(cfg.widths) - 1
+        if H % (2**levels) or W % (2**levels):
+            raise ValueError(f"canvas {H}x{W} is not divisible by 2^{levels} for a {levels + 1}-level UNet")
+        self.unet = UNet(cfg.in_channels, list(cfg.widths))
+        hid = cfg.head_hidden
+        self.drop = nn.Dropout(cfg.dropout)
+        self.fc1 = nn.Linear((self.unet.out_channels + cfg.in_channels) * H * W, hid)
+        N = 0 if stack == "none" else state_size
+        self.state_size = N
+        if stack in ("retention", "gated", "leaky"):
+            self.inp = nn.Linear(hid, N)
+            self.a = nn.Parameter(init_decays(N))
+        if stack == "gated":
+            self.gate = nn.Linear(hid, N)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
+        if stack == "leaky":
+            self.rec = nn.Linear(N, N, bias=False)
+            nn.init.orthogonal_(self.rec.weight, gain=0.5)
+        if stack == "gru":
+            self.gru = nn.GRU(hid, N)
+        self.fc2 = nn.Linear(hid + N, hid)
+        self.out = nn.Linear(hid, cfg.n_outputs)
+
+    def features(self, zeta: torch.Tensor) -> torch.Tensor:
+        """[B, S, H, W] -> h [B, hidden]."""
+        x = torch.cat([self.unet(zeta), zeta], dim=1).flatten(1)
+        return F.relu(self.fc1(self.drop(x)))
+
+    def update(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """One bin of the second state: h [B, hidden], s [B, N] -> s_next."""
+        if self.stack == "none":
+            return s
+        if self.stack == "gru":
+            return self.gru(h.unsqueeze(0), s.unsqueeze(0))[1][0]
+        u = self.inp(h)
+        if self.stack == "leaky":
+            u = torch.tanh(u + self.rec(s))
+        g = torch.sigmoid(self.a + self.gate(h)) if self.stack == "gated" else torch.sigmoid(self.a)
+        return g * s + (1 - g) * u
+
+    def readout(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([h, s], dim=-1) if self.state_size else h
+        return self.out(self.drop(F.relu(self.fc2(self.drop(x)))))
+
+    def forward(self, zeta: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One bin (the step graph's network): zeta [1, S, H, W], s [1, N] -> (y [1, K], s_next)."""
+        h = self.features(zeta)
+        s = self.update(h, s)
+        return self.readout(h, s), s
+
+    def sequence(self, zeta: torch.Tensor, s0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A window: zeta [L, B, S, H, W] -> (y [L, B, K], s after the last bin). The conv and FC1
+        run on all L*B bins at once; only the state update loops over bins."""
+        L, B = zeta.shape[:2]
+        h = self.features(zeta.flatten(0, 1)).view(L, B, -1)
+        s = s0 if s0 is not None else h.new_zeros(B, self.state_size)
+        if self.stack == "gru":
+            seq, last = self.gru(h, s.unsqueeze(0))
+            return self.readout(h, seq), last[0]
+        if self.stack == "none":
+            return self.readout(h, h.new_zeros(L, B, 0)), s
+        states = []
+        if self.stack in ("retention", "gated"):      # the input path is linear: one matmul for the window
+            u = self.inp(h)
+            g = torch.sigmoid(self.a + self.gate(h)) if self.stack == "gated" else torch.sigmoid(self.a).expand_as(u)
+            for k in range(L):
+                s = g[k] * s + (1 - g[k]) * u[k]
+                states.append(s)
+        else:
+            for k in range(L):
+                s = self.update(h[k], s)
+                states.append(s)
+        return self.readout(h, torch.stack(states)), s
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        m = torch.isfinite(target)
+        err = torch.where(m, out - torch.nan_to_num(target), torch.zeros((), dtype=out.dtype))
+        return (err**2).sum() / m.sum().clamp(min=1)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class Windows:
+    """Contiguous streams over the training block, read window by window (TBPTT); a random shift
+    per epoch so windows differ between epochs. Yields (zeta image [L, B, S, H, W], target [L, B, K],
+    continues) where continues says whether the state carries over from the previous window."""
+
+    def __init__(self, feats: torch.Tensor, target: torch.Tensor, pixels: torch.Tensor, canvas: tuple[int, int],
+                 block: tuple[int, int], streams: int, window: int):
+        self.feats, self.target, self.pixels, self.canvas = feats, target, pixels, canvas
+        a, b = block
+        n = max(1, min(streams, (b - a) // (2 * window)))
+        edges = np.linspace(a, b, n + 1).astype(int)
+        self.starts = torch.as_tensor(edges[:-1])
+        self.length = int(np.diff(edges).min())
+        self.window = window
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Bin indices (L, B) -> zeta images (L, B, S, H, W)."""
+        from .train import to_image  # train imports this module
+
+        L, B = idx.shape
+        return to_image(self.feats[idx.flatten()], self.pixels, self.canvas).view(L, B, -1, *self.canvas)
+
+    def __len__(self) -> int:
+        return math.ceil(self.length / self.window)
+
+    def epoch(self, gen: torch.Generator):
+        shift = int(torch.randint(0, self.window, (1,), generator=gen))
+        usable = self.length - shift
+        for off in range(0, usable, self.window):
+            n = min(self.window, usable - off)
+            idx = (self.starts + shift + off)[None] + torch.arange(n)[:, None]      # (n, B)
+            yield self.rows(idx), self.target[idx], off > 0
+
+
+def fit_stacked(net: StackedNet, feats: torch.Tensor, target: torch.Tensor, pixels: torch.Tensor,
+                canvas: tuple[int, int], split: dict, hp: dict, gen: torch.Generator, time_limit: float | None = None,
+                progress: bool = True):
+    """Train on TBPTT windows with the references' loop (training/reference.fit_loop: AdamW,
+    LR halved on a validation plateau, early stopping, best weights restored)."""
+    from .reference import fit_loop
+
+    win = Windows(feats, target, pixels, canvas, split["train"], hp["streams"], hp["window"])
+
+    def batches(n: StackedNet):
+        s = None
+        for z, y, carry in win.epoch(gen):
+            out, s_last = n.sequence(z, s if carry else None)
+            s = s_last.detach()
+            yield n.loss(out, y)
+
+    def val_loss(n: StackedNet) -> float:
+        a, b = split["val"]
+        out = predict(n, win, a, b)
+        return float(n.loss(out, target[a:b]))
+
+    return fit_loop(f"stack {net.stack}", net, batches, val_loss, hp, time_limit, progress)
+
+
+@torch.no_grad()
+def predict(net: StackedNet, win: Windows, a: int, b: int, chunk: int = 1024) -> torch.Tensor:
+    """Bins a..b as one stream from a zero second state -> normalized outputs (b - a, K)."""
+    s, outs = None, []
+    for o in range(a, b, chunk):
+        idx = torch.arange(o, min(b, o + chunk))[:, None]
+        out, s = net.sequence(win.rows(idx), s)
+        outs.append(out[:, 0])
+    return torch.cat(outs)
