@@ -47,7 +47,7 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configs", choices=("own", "default", "both"), default="own",
                    help="the dataset's own config (configs/default.yaml where it has none), configs/default.yaml unchanged, or both")
     p.add_argument("--config", default=None, metavar="NAME|FILE",
-                   help="train ours with this config on every dataset instead (e.g. default_stacked); overrides --configs")
+                   help="train ours with this config on every dataset instead (e.g. default_flat); overrides --configs")
     p.add_argument("--baselines", default=",".join(MODELS[1:]),
                    help="comma-separated references trained beside ours")
     p.add_argument("--seed", type=int, default=0, help="training seed for ours and the neural references")
