@@ -41,6 +41,24 @@ def test_demo_end_to_end_online_equals_offline(tmp_path):
     assert "online R2" in format_result(r)
 
 
+@pytest.mark.slow
+def test_demo_trains_with_the_shipped_default_config(tmp_path):
+    """The demo's training step as `make demo` runs it: the shipped default config, a real `train` process."""
+    from rt_decoder.commands.demo_pipeline import load_data, train_model
+    from rt_decoder.step_model import StepModel
+
+    lines: list[str] = []
+    opts = DemoOptions(out=tmp_path / "demo", minutes=0.5, channels=16, train_time_s=4.0, baselines="wiener")
+    opts.out.mkdir()
+    rec, path = load_data(opts, lines.append)
+    model = train_model(opts, path, lines.append)
+    assert model is not None, lines
+    assert StepModel(model).card.n_outputs == rec.behavior.shape[1]
+    m = json.loads((model.parent / "metrics.json").read_text())
+    assert m["config"] == "default" and set(m["baselines"]) == {"wiener"}
+    assert any("--config" in ln and "default.yaml" in ln for ln in lines)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["demo", "--replay-s", "0"], "--replay-s"),
     (["demo", "--data", "/nonexistent/x.npz"], "does not exist"),

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, metavar="ONNX", help="use this step graph instead of training one")
     p.add_argument("--config", metavar="YAML|NAME", help="training config file or shipped config name (default: default)")
     p.add_argument("--train-time", type=float, default=180.0, metavar="S", help="training time limit (default: 180 s)")
+    p.add_argument("--baselines", default="wiener,kalman", metavar="LIST",
+                   help="references trained beside ours and shown in the report: any of gru,tcfnn,mlp,wiener,kalman, "
+                        "or '' for none (default: wiener,kalman; the others add about a minute)")
     p.add_argument("--replay-s", type=float, default=30.0, metavar="S",
                    help="seconds of the test block to replay live (default: 30)")
     p.add_argument("--speed", type=float, default=1.0, metavar="X", help="replay speed factor (default: 1 = real time)")
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
             raise RtDecoderError(f"{path}: {flag} file does not exist")
     check_output_dir(args.out, "--out folder")
     opts = DemoOptions(out=args.out, data=args.data, minutes=args.minutes, decoder=args.decoder, model=args.model,
-                       config=resolve(args.config), train_time_s=args.train_time, replay_s=args.replay_s, speed=args.speed,
+                       config=resolve(args.config), train_time_s=args.train_time, baselines=args.baselines,
+                       replay_s=args.replay_s, speed=args.speed,
                        budget_ms=args.budget_ms, plot=args.plot, name=args.name, seed=args.seed)
     result = run_demo(opts)
     print(format_result(result))

@@ -41,6 +41,7 @@ class DemoOptions:
     model: Path | None = None  # use this step graph, skip training
     config: Path | None = None
     train_time_s: float = 180.0
+    baselines: str = "wiener,kalman"  # references trained beside ours (the GRU & co. add a minute: bench accuracy has them)
     replay_s: float = 30.0
     speed: float = 1.0
     budget_ms: float = 5.0
@@ -77,12 +78,13 @@ def load_data(opts: DemoOptions, log: Callable[[str], None]):
 
 def train_model(opts: DemoOptions, data_path: Path, log: Callable[[str], None]) -> Path | None:
     """`rt-decoder train` in a subprocess; None when it cannot run (e.g. torch missing)."""
-    from .configs import resolve
+    from ..configs import resolve
 
     config = resolve(opts.config)   # shipped with the package: no silent fall-back to a baseline
     out = opts.out / "model"
     cmd = [sys.executable, "-m", "rt_decoder.cli", "train", "--config", str(config), "--data", str(data_path),
            "--out", str(out), "--time-limit", f"{opts.train_time_s:g}", "--seed", str(opts.seed)]
+    cmd += ["--baselines", opts.baselines] if opts.baselines else ["--no-baselines"]
     _say(log, "train", f"training for at most {opts.train_time_s:g} s: {' '.join(cmd[2:])}")
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)  # progress bar goes to our stderr
     if r.returncode != 0:
