@@ -164,21 +164,35 @@ class Net(nn.Module):
     def forward(self, zeta: torch.Tensor) -> torch.Tensor:
         return self.head(self.unet(zeta), zeta)
 
-    def saturation_excess(self, occupied: torch.Tensor, n: int = 16) -> torch.Tensor:
-        """How far a firing population excites itself, through every path (UNet included): for n
-        random subsets of the neurons held at a constant level (zeta = q in every channel, q in
-        {1/3, 2/3, 1} of the quantizer's range, subset fractions uniform in [0, 1]), the mean rise
-        of each held neuron's logit above its logit in silence, counted where it rises. At zero no
-        firing subset raises its own rate above the rate it has in silence, so saturation is not
-        a fixed point the model can fall into when fed its own samples (runaway sampling); task-
-        driven rate changes must then be explained by the population's pattern, not by its level."""
+    def saturation_excess(self, occupied: torch.Tensor, levels: int, n: int = 16) -> torch.Tensor:
+        """How far sustained firing feeds itself, through every path (UNet included). For n random
+        subsets of the neurons (fractions uniform in [0, 1]) firing at a level q of the quantizer
+        (q in {1/(M-1), ..., 1}) in every bin or every other bin (period P in {1, 2}), zeta is that
+        pattern's stationary value at a random phase; the pattern sustains itself when a firing
+        neuron's expected next quantized count E[q(x)] reaches its mean level q/P. Returns the mean
+        of max(E[q(x)] - q/(2P), 0) over firing neurons: at zero each such pattern at least halves,
+        so none is a fixed point (nor, with sampling noise, near one) that the model falls into when
+        fed its own samples (runaway sampling: on mc_maze a subset firing ~1000 every other bin),
+        while the rates above silence that the task drives stay free."""
         H, W = self.cfg.canvas
         S = self.cfg.in_channels
-        level = torch.randint(1, 4, (n, 1)) / 3.0
+        M = max(int(levels), 2)
+        g = torch.tensor(self.cfg.decays or [0.0] * S, dtype=torch.float32)
+        q = torch.randint(1, M, (n, 1)) / (M - 1)
+        period = torch.randint(1, 3, (n, 1)).float()
+        phase = torch.floor(torch.rand(n, 1) * period)                       # bins since the last firing
+        level = q * (1 - g) * g.pow(phase) / (1 - g.pow(period))             # (n, S) stationary zeta
         on = (torch.rand(n, H * W) < torch.rand(n, 1)) & occupied
-        z = (on * level).view(n, 1, H, W).expand(n, S, H, W)
-        rise = self(z).flatten(1) - self(torch.zeros(1, S, H, W)).flatten(1)
-        return (rise.clamp(min=0) * on).sum() / on.sum().clamp(min=1)
+        z = (on[:, None, :] * level[:, :, None]).view(n, S, H, W)
+        eta = self(z).flatten(1)
+        if self.cfg.likelihood == "poisson":        # E[min(x, M-1)] / (M-1) for x ~ Poisson(exp(eta))
+            eta = eta.clamp(max=20)
+            k = torch.arange(M - 1, dtype=eta.dtype)
+            pk = torch.exp(k * eta[..., None] - eta.exp()[..., None] - torch.lgamma(k + 1))
+            expect = ((k * pk).sum(-1) + (M - 1) * (1 - pk.sum(-1)).clamp(min=0)) / (M - 1)
+        else:                                       # a spike (q = 1) with probability sigmoid(eta)
+            expect = torch.sigmoid(eta)
+        return ((expect - q / (2 * period)).clamp(min=0) * on).sum() / on.sum().clamp(min=1)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean loss over valid entries. Decoder: MSE, mask (B, K) excludes NaN behaviour.

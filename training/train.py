@@ -344,6 +344,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]}, {"params": rest, "weight_decay": 0.0}],
                             lr=t["lr"])
     bound = isinstance(getattr(model.net, "head", None), GenerativeHead)     # keep self-excitation bounded
+    held_levels = cfg["retention"]["levels"] if cfg["retention"]["quantizer"] != "binary" else 2
     steps_per_epoch = len(batches)
     total = t["max_epochs"] * steps_per_epoch
     warm = max(1, t["warmup_epochs"] * steps_per_epoch)
@@ -395,7 +396,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
                 else:
                     loss = model.net.loss(model.net(x), y, m)
                     if bound and model.net.cfg.saturation_penalty > 0:
-                        loss = loss + model.net.cfg.saturation_penalty * model.net.saturation_excess(m)
+                        loss = loss + model.net.cfg.saturation_penalty * model.net.saturation_excess(m, held_levels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
