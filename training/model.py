@@ -166,8 +166,8 @@ class Net(nn.Module):
 
     def saturation_excess(self, occupied: torch.Tensor, levels: int, n: int = 16) -> torch.Tensor:
         """How far sustained firing feeds itself, through every path (UNet included). For n random
-        subsets of the neurons (fractions uniform in [0, 1]) firing at a level q of the quantizer
-        (q in {1/(M-1), ..., 1}) in every bin or every other bin (period P in {1, 2}), zeta is that
+        subsets of the neurons (fractions uniform in [0, 1]) firing at the quantizer's top level
+        (q = 1, M - 1 counts or more) in every bin or every other bin (period P in {1, 2}), zeta is that
         pattern's stationary value at a random phase; the pattern sustains itself when a firing
         neuron's expected next quantized count E[q(x)] reaches its mean level q/P. Returns the mean
         of max(E[q(x)] - q/(2P), 0) over firing neurons: at zero each such pattern at least halves,
@@ -178,7 +178,7 @@ class Net(nn.Module):
         S = self.cfg.in_channels
         M = max(int(levels), 2)
         g = torch.tensor(self.cfg.decays or [0.0] * S, dtype=torch.float32)
-        q = torch.randint(1, M, (n, 1)) / (M - 1)
+        q = torch.ones(n, 1)
         period = torch.randint(1, 3, (n, 1)).float()
         phase = torch.floor(torch.rand(n, 1) * period)                       # bins since the last firing
         level = q * (1 - g) * g.pow(phase) / (1 - g.pow(period))             # (n, S) stationary zeta
