@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "coupling_rank": 0,         # generative: rank of the all-to-all coupling path from every neuron's zeta (0: none)
         "self_gain_max": 0.0,       # generative: bound on each neuron's net self-excitation through its own history
                                     # (GenerativeHead.self_gain; null: unbounded, which can run away in sampling)
-        "saturation_penalty": 1.0,  # generative: weight of the penalty on held firing that sustains itself
+        "saturation_penalty": 1.0,  # generative: weight of the penalty on top-level firing (every bin or every other bin) that sustains itself
                                     # (Net.saturation_excess; 0: off)
         "stack": "none",            # a second state over the first FC layer's features (training/stacked.py):
                                     # none | retention | gated | leaky | gru; trained on training.window x streams
