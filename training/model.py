@@ -164,9 +164,9 @@ class Net(nn.Module):
     def forward(self, zeta: torch.Tensor) -> torch.Tensor:
         return self.head(self.unet(zeta), zeta)
 
-    def saturation_excess(self, occupied: torch.Tensor, levels: int, n: int = 16) -> torch.Tensor:
+    def saturation_excess(self, occupied: torch.Tensor, levels: int, n: int = 32) -> torch.Tensor:
         """How far sustained firing feeds itself, through every path (UNet included). For n random
-        subsets of the neurons (fractions uniform in [0, 1]) firing at the quantizer's top level
+        subsets of the neurons (fractions u^3, u uniform: down to single neurons) firing at the quantizer's top level
         (q = 1, M - 1 counts or more) in every bin or every other bin (period P in {1, 2}), zeta is that
         pattern's stationary value at a random phase; the pattern sustains itself when a firing
         neuron's expected next quantized count E[q(x)] reaches its mean level q/P. Returns the mean
@@ -182,7 +182,7 @@ class Net(nn.Module):
         period = torch.randint(1, 3, (n, 1)).float()
         phase = torch.floor(torch.rand(n, 1) * period)                       # bins since the last firing
         level = q * (1 - g) * g.pow(phase) / (1 - g.pow(period))             # (n, S) stationary zeta
-        on = (torch.rand(n, H * W) < torch.rand(n, 1)) & occupied
+        on = (torch.rand(n, H * W) < torch.rand(n, 1) ** 3) & occupied      # small subsets too: one neuron can run away
         z = (on[:, None, :] * level[:, :, None]).view(n, S, H, W)
         eta = self(z).flatten(1)
         if self.cfg.likelihood == "poisson":        # E[min(x, M-1)] / (M-1) for x ~ Poisson(exp(eta))
