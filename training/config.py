@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
         "dropout": 0.1,
         "likelihood": None,         # gaussian for decoders; bernoulli | poisson for generative
         "coupling_rank": 0,         # generative: rank of the all-to-all coupling path from every neuron's zeta (0: none)
+        "self_gain_max": 0.0,       # generative: bound on each neuron's net self-excitation through its own history
+                                    # (GenerativeHead.self_gain; null: unbounded, which can run away in sampling)
+        "saturation_penalty": 1.0,  # generative: weight of the penalty on top-level firing (every bin or every other bin) that sustains itself
+                                    # (Net.saturation_excess; 0: off)
         "stack": "none",            # a second state over the first FC layer's features (training/stacked.py):
                                     # none | retention | gated | leaky | gru; trained on training.window x streams
         "stack_size": 256,          # its width
@@ -171,6 +175,8 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, "model.head_hidden", lo=0, integer=True)
     _num(cfg, src, "model.head_layers", lo=1, hi=4, integer=True)
     _num(cfg, src, "model.coupling_rank", lo=0, hi=4096, integer=True)
+    _num(cfg, src, "model.self_gain_max", lo=-20, hi=20, optional=True)
+    _num(cfg, src, "model.saturation_penalty", lo=0, hi=1000)
     _num(cfg, src, "model.dropout", lo=0, hi=0.9)
     _num(cfg, src, "model.stack_size", lo=1, integer=True)
     if cfg["model"]["stack"] != "none":

@@ -28,6 +28,8 @@ class NetConfig:
     likelihood: str = "gaussian"         # gaussian (decoder) | bernoulli | poisson (generative)
     coupling_rank: int = 0               # generative: rank of the all-to-all coupling path (0: none)
     decays: list[float] = field(default_factory=list)   # generative coupling: zeta channel s is scaled by 1/(1 - decays[s])
+    self_gain_max: float | None = 0.0    # generative: bound on each neuron's net self-excitation (None: unbounded)
+    saturation_penalty: float = 1.0      # generative: weight of Net.saturation_excess in the loss (0: off)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -107,6 +109,32 @@ class GenerativeHead(nn.Module):
             nn.init.zeros_(self.coupling[2].weight)
             nn.init.zeros_(self.coupling[2].bias)
 
+    def self_gain(self) -> torch.Tensor:
+        """Each pixel's net self-excitation (H, W): the change of its logit once its own q has stayed
+        at 1 long enough that zeta is 1 in every channel (zeta is normalised: a constant q gives
+        zeta = q), through the linear paths that read its own zeta: its own-history weights, the
+        shared 1x1 conv's zeta weights and the coupling path's diagonal (the UNet's nonlinear path
+        is left out). A positive gain lets a neuron sustain itself on its own spikes: fitted to
+        task-driven rate changes, it makes the model run away when fed its own samples."""
+        S = self.own.shape[1]
+        H, W = self.own.shape[2:]
+        g = self.own.sum(dim=1)[0] + self.proj.weight[0, -S:].sum()
+        if self.coupling is not None:
+            w_in = self.coupling[1].weight.view(-1, S, H * W)           # (rank, S, H*W), Flatten order
+            w_out = self.coupling[2].weight                             # (H*W, rank)
+            g = g + torch.einsum("pr,rsp,s->p", w_out, w_in, self.gain.view(-1)).view(H, W)
+        return g
+
+    @torch.no_grad()
+    def bound_self_gain(self, limit: float | None) -> None:
+        """Project the own-history weights so that no neuron's self_gain exceeds `limit` (the
+        Euclidean projection onto that half-space: the excess is taken evenly off its S weights),
+        so a stable GLM's net-refractory self-history is kept while training (projected gradient)."""
+        if limit is None:
+            return
+        excess = (self.self_gain() - limit).clamp(min=0)
+        self.own -= excess / self.own.shape[1]
+
     def forward(self, feats: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
         own = (zeta * self.own).sum(dim=1, keepdim=True)
         out = self.proj(torch.cat([feats, zeta], dim=1)) + own + self.bias
@@ -135,6 +163,36 @@ class Net(nn.Module):
 
     def forward(self, zeta: torch.Tensor) -> torch.Tensor:
         return self.head(self.unet(zeta), zeta)
+
+    def saturation_excess(self, occupied: torch.Tensor, levels: int, n: int = 32) -> torch.Tensor:
+        """How far sustained firing feeds itself, through every path (UNet included). For n random
+        subsets of the neurons (fractions u^3, u uniform: down to single neurons) firing at the quantizer's top level
+        (q = 1, M - 1 counts or more) in every bin or every other bin (period P in {1, 2}), zeta is that
+        pattern's stationary value at a random phase; the pattern sustains itself when a firing
+        neuron's expected next quantized count E[q(x)] reaches its mean level q/P. Returns the mean
+        of max(E[q(x)] - q/(2P), 0) over firing neurons: at zero each such pattern at least halves,
+        so none is a fixed point (nor, with sampling noise, near one) that the model falls into when
+        fed its own samples (runaway sampling: on mc_maze a subset firing ~1000 every other bin),
+        while the rates above silence that the task drives stay free."""
+        H, W = self.cfg.canvas
+        S = self.cfg.in_channels
+        M = max(int(levels), 2)
+        g = torch.tensor(self.cfg.decays or [0.0] * S, dtype=torch.float32)
+        q = torch.ones(n, 1)
+        period = torch.randint(1, 3, (n, 1)).float()
+        phase = torch.floor(torch.rand(n, 1) * period)                       # bins since the last firing
+        level = q * (1 - g) * g.pow(phase) / (1 - g.pow(period))             # (n, S) stationary zeta
+        on = (torch.rand(n, H * W) < torch.rand(n, 1) ** 3) & occupied      # small subsets too: one neuron can run away
+        z = (on[:, None, :] * level[:, :, None]).view(n, S, H, W)
+        eta = self(z).flatten(1)
+        if self.cfg.likelihood == "poisson":        # E[min(x, M-1)] / (M-1) for x ~ Poisson(exp(eta))
+            eta = eta.clamp(max=20)
+            k = torch.arange(M - 1, dtype=eta.dtype)
+            pk = torch.exp(k * eta[..., None] - eta.exp()[..., None] - torch.lgamma(k + 1))
+            expect = ((k * pk).sum(-1) + (M - 1) * (1 - pk.sum(-1)).clamp(min=0)) / (M - 1)
+        else:                                       # a spike (q = 1) with probability sigmoid(eta)
+            expect = torch.sigmoid(eta)
+        return ((expect - q / (2 * period)).clamp(min=0) * on).sum() / on.sum().clamp(min=1)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean loss over valid entries. Decoder: MSE, mask (B, K) excludes NaN behaviour.

@@ -29,7 +29,7 @@ from rt_decoder.evaluation import constant_rate
 
 from .config import torch_threads
 from .data import Prepared
-from .model import Net, NetConfig
+from .model import GenerativeHead, Net, NetConfig
 from .retention import LearnedQuantizer, quantize, retention_parallel
 from .stacked import StackedNet, Windows, predict
 
@@ -70,7 +70,8 @@ def net_config(prep: Prepared, cfg: dict) -> NetConfig:
     return NetConfig(in_channels=len(prep.decays), canvas=tuple(prep.canvas), kind=cfg["kind"],
                      n_outputs=prep.n_outputs if cfg["kind"] == "decoder" else 0, widths=list(m["widths"]),
                      head_hidden=m["head_hidden"], head_layers=m["head_layers"], dropout=m["dropout"], likelihood=m["likelihood"],
-                     coupling_rank=m["coupling_rank"] if cfg["kind"] == "generative" else 0, decays=list(prep.decays))
+                     coupling_rank=m["coupling_rank"] if cfg["kind"] == "generative" else 0, decays=list(prep.decays),
+                     self_gain_max=m["self_gain_max"], saturation_penalty=m["saturation_penalty"])
 
 
 def build_model(prep: Prepared, cfg: dict) -> Model:
@@ -172,6 +173,7 @@ def init_history(model: Model, prep: Prepared) -> None:
         model.net.head.bias.view(-1)[pix] = torch.as_tensor(bias, dtype=torch.float32)
         own = model.net.head.own.view(w.shape[0], -1)
         own[:, pix] = torch.as_tensor(w, dtype=torch.float32)
+    model.net.head.bound_self_gain(model.net.cfg.self_gain_max)
 
 
 class Batches:
@@ -341,6 +343,8 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     rest = [p for n, p in model.named_parameters() if not (p.dim() > 1 and n != "net.head.bias")]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]}, {"params": rest, "weight_decay": 0.0}],
                             lr=t["lr"])
+    bound = isinstance(getattr(model.net, "head", None), GenerativeHead)     # keep self-excitation bounded
+    held_levels = cfg["retention"]["levels"] if cfg["retention"]["quantizer"] != "binary" else 2
     steps_per_epoch = len(batches)
     total = t["max_epochs"] * steps_per_epoch
     warm = max(1, t["warmup_epochs"] * steps_per_epoch)
@@ -391,11 +395,15 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
                     loss = model.net.loss(out, y)
                 else:
                     loss = model.net.loss(model.net(x), y, m)
+                    if bound and model.net.cfg.saturation_penalty > 0:
+                        loss = loss + model.net.cfg.saturation_penalty * model.net.saturation_excess(m, held_levels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 sched.step()
+                if bound:
+                    model.net.head.bound_self_gain(model.net.cfg.self_gain_max)
                 run_loss += float(loss.detach())
                 n += 1
                 if limit is not None and compute_seconds(threads) - clock["c0"] > limit:
