@@ -196,7 +196,8 @@ def runaway_warning(runaway: dict, steps_offset: int = 0) -> str | None:
     rate = f" or a mean rate >= {runaway['rate_hz']:g} Hz" if runaway.get("rate_hz") else ""
     return (f"WARNING: runaway sampling: from step {s} of {runaway['bins'] + steps_offset} on, "
             f"{100 * runaway['saturated_fraction_after']:.0f}% of bins have >= {100 * runaway.get('level', runaway['fraction']):.3g}% "
-            f"of the channels firing{rate} (the population saturates; the sample after step {s} is not neural activity)")
+            f"of the channels firing{rate} (the population saturates; the sample after step {s} is not neural activity; "
+            f"train with model.self_gain_max: 0 and model.saturation_penalty: 1 to keep firing from sustaining itself)")
 
 
 def _window_counts(x: np.ndarray, window: int) -> np.ndarray:

@@ -94,10 +94,10 @@ def _train(tmp_path, name: str, extra: str) -> dict:
     return json.loads((tmp_path / name / "metrics.json").read_text())
 
 
-def test_task_driven_rates_run_away_unconstrained_and_not_by_default(tmp_path):
+def test_task_driven_rates_run_away_unconstrained_and_not_with_the_fix(tmp_path):
     _blocks(tmp_path)
-    free = _train(tmp_path, "free", ", self_gain_max: null, saturation_penalty: 0")
+    free = _train(tmp_path, "free", "")                    # the defaults: unconstrained
     assert free["sample"]["runaway"]["runaway"] is True
-    fixed = _train(tmp_path, "fixed", "")
+    fixed = _train(tmp_path, "fixed", ", self_gain_max: 0.0, saturation_penalty: 1.0")
     assert fixed["sample"]["runaway"]["runaway"] is False
     assert fixed["sample"]["mean_rate_generated"] < 3 * fixed["sample"]["mean_rate_real"]

@@ -40,10 +40,12 @@ DEFAULTS: dict[str, Any] = {
         "dropout": 0.1,
         "likelihood": None,         # gaussian for decoders; bernoulli | poisson for generative
         "coupling_rank": 0,         # generative: rank of the all-to-all coupling path from every neuron's zeta (0: none)
-        "self_gain_max": 0.0,       # generative: bound on each neuron's net self-excitation through its own history
-                                    # (GenerativeHead.self_gain; null: unbounded, which can run away in sampling)
-        "saturation_penalty": 1.0,  # generative: weight of the penalty on top-level firing (every bin or every other bin) that sustains itself
-                                    # (Net.saturation_excess; 0: off)
+        "self_gain_max": None,      # generative: bound on each neuron's net self-excitation through its own history
+                                    # (GenerativeHead.self_gain; 0 = net refractory, a stable GLM's; null: unbounded).
+                                    # Set it (and saturation_penalty) where train warns of runaway sampling: on
+                                    # mc_maze_small it stops the runaway at ~0.03 bits/spike (README)
+        "saturation_penalty": 0.0,  # generative: weight of the penalty on top-level firing (every bin or every other bin)
+                                    # that sustains itself (Net.saturation_excess; 0: off; 1 in mc_maze_small_generative)
         "stack": "none",            # a second state over the first FC layer's features (training/stacked.py):
                                     # none | retention | gated | leaky | gru; trained on training.window x streams
         "stack_size": 256,          # its width

@@ -28,8 +28,8 @@ class NetConfig:
     likelihood: str = "gaussian"         # gaussian (decoder) | bernoulli | poisson (generative)
     coupling_rank: int = 0               # generative: rank of the all-to-all coupling path (0: none)
     decays: list[float] = field(default_factory=list)   # generative coupling: zeta channel s is scaled by 1/(1 - decays[s])
-    self_gain_max: float | None = 0.0    # generative: bound on each neuron's net self-excitation (None: unbounded)
-    saturation_penalty: float = 1.0      # generative: weight of Net.saturation_excess in the loss (0: off)
+    self_gain_max: float | None = None   # generative: bound on each neuron's net self-excitation (None: unbounded)
+    saturation_penalty: float = 0.0      # generative: weight of Net.saturation_excess in the loss (0: off)
 
     def to_dict(self) -> dict:
         d = asdict(self)
