@@ -5,7 +5,6 @@ trained, the GRU carries its state from bin to bin, `train` writes them into met
 from __future__ import annotations
 
 import json
-import uuid
 
 import numpy as np
 import pytest
@@ -171,26 +170,14 @@ def test_bad_reference_setting_is_one_line(tmp_path, capsys):
 
 @pytest.mark.lsl
 def test_run_streams_a_gru_over_lsl(tmp_path):
-    from rt_decoder.runtime.loop import Runtime
-    from rt_decoder.runtime.player import Player
-    from rt_decoder.runtime.probe import Consumer, RuntimeThread, poisson_recording
+    from rt_decoder.runtime.probe import decode_replay, poisson_recording
     from rt_decoder.runtime.session_log import rerun_log
 
     rec = poisson_recording(700, 16, bin_s=0.02, seed=21)
     path = tmp_path / "gru.onnx"
     train_reference("gru", rec.slice(0, 600), split_bounds(600), 0, path, overrides=TINY["gru"], progress=False)
-    name = "t" + uuid.uuid4().hex[:10]
     live = rec.slice(600, 700)
-    player = Player(live, name=name, speed=4.0)
-    rt = Runtime(path, f"{name}-spikes", output=f"{name}-dec", stats=None, budget_ms=1000.0, log_path=tmp_path / "s.jsonl")
-    th = RuntimeThread(rt).start()
-    dec = Consumer(f"{name}-dec")
-    player.start(wait_consumers_s=5.0)
-    assert player.wait(15.0)
-    dec.wait_for(100, 5.0)
-    summary = th.join()
-    dec.stop()
-    x, _, _ = dec.data()
+    x, summary = decode_replay(path, live, log_path=tmp_path / "s.jsonl")
     assert summary["predictions"] == 100
     want = StepModel(path).run(live.counts)
     np.testing.assert_allclose(x, want, atol=1e-5)

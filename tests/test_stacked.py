@@ -178,11 +178,8 @@ def test_gru_reference_trains_with_a_carried_state(tmp_path):
 def test_run_streams_a_stacked_model_over_lsl(tmp_path):
     """`run` carries both states over a real LSL stream: the decoded stream equals stepping the
     graph offline, and the session log re-runs exactly."""
-    import uuid
 
-    from rt_decoder.runtime.loop import Runtime
-    from rt_decoder.runtime.player import Player
-    from rt_decoder.runtime.probe import Consumer, RuntimeThread, poisson_recording
+    from rt_decoder.runtime.probe import decode_replay, poisson_recording
     from rt_decoder.runtime.session_log import rerun_log
 
     rec = poisson_recording(700, 16, bin_s=0.02, seed=21)
@@ -191,18 +188,8 @@ def test_run_streams_a_stacked_model_over_lsl(tmp_path):
     torch.manual_seed(0)
     export_step_graph(build_model(prep, cfg).eval(), prep, cfg, tmp_path / "m.onnx")
     path = tmp_path / "m.onnx"
-    name = "t" + uuid.uuid4().hex[:10]
     live = rec.slice(600, 700)
-    player = Player(live, name=name, speed=4.0)
-    rt = Runtime(path, f"{name}-spikes", output=f"{name}-dec", stats=None, budget_ms=1000.0, log_path=tmp_path / "s.jsonl")
-    th = RuntimeThread(rt).start()
-    dec = Consumer(f"{name}-dec")
-    player.start(wait_consumers_s=5.0)
-    assert player.wait(15.0)
-    dec.wait_for(100, 5.0)
-    summary = th.join()
-    dec.stop()
-    x, _, _ = dec.data()
+    x, summary = decode_replay(path, live, log_path=tmp_path / "s.jsonl")
     assert summary["predictions"] == 100
     m = StepModel(path)
     want = m.run(live.counts)

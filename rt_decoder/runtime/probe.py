@@ -143,6 +143,33 @@ class RuntimeThread:
         return self.summary or {}
 
 
+def decode_replay(model_path: str | Path, rec: Any, log_path: str | Path | None = None,
+                  speed: float = 4.0) -> tuple[np.ndarray, dict]:
+    """Replay `rec` over LSL into a runtime and record what it publishes: (predictions, summary).
+
+    The whole online path a user runs (player -> runtime -> consumer), for tests that compare it
+    with the offline step graph."""
+    import uuid
+
+    from .loop import Runtime
+    from .player import Player
+
+    name = "t" + uuid.uuid4().hex[:10]
+    player = Player(rec, name=name, speed=speed)
+    rt = Runtime(model_path, f"{name}-spikes", output=f"{name}-dec", stats=None, budget_ms=1000.0, log_path=log_path)
+    th = RuntimeThread(rt).start()
+    dec = Consumer(f"{name}-dec")
+    player.start(wait_consumers_s=5.0)
+    if not player.wait(15.0 + rec.n_bins * rec.bin_s / speed):
+        raise RuntimeError("replay did not finish in time")
+    dec.wait_for(rec.n_bins, 5.0)
+    summary = th.join()
+    dec.stop()
+    player.close()
+    x, _, _ = dec.data()
+    return x, summary
+
+
 def interrupt(procs: list, timeout: float) -> None:
     """Ctrl-C each process still running, in the order given (so a runtime stopped before its
     source logs no "lost"), kill one that outlives `timeout`; every process is reaped."""
