@@ -83,13 +83,7 @@ def session_figure(blocks, path: str | Path, title: str = "") -> Path:
     closed = [b for b in blocks if b.summary.get("mode") == "closed"] or blocks
     axes = [fig.add_subplot(gs[1, j]) for j in range(len(METRICS))]
     metric_bars(axes, [b.label for b in closed], [b.summary for b in closed])
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, title, path)
 
 
 def bench_figure(rows: dict[str, object], summaries: dict[str, dict], path: str | Path, title: str = "") -> Path:
@@ -110,13 +104,7 @@ def bench_figure(rows: dict[str, object], summaries: dict[str, dict], path: str 
     tab = colormaps["tab20"]
     colours = [tab(j) for j in range(n)]
     metric_bars(axes, labels, [summaries[k] for k in labels], colours)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, title, path)
 
 
 def _short(s: dict) -> str:
@@ -127,3 +115,14 @@ def _short(s: dict) -> str:
     if bps is not None:
         parts.append(f"{bps:.2f} bit/s")
     return ", ".join(parts)
+
+
+def _save(plt, fig, title: str, path: str | Path) -> Path:
+    """Title, layout, an atomic write (no half-written PNG), and the figure's memory freed."""
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, StreamError
+from ..runtime.clocked import Clocked
 from . import streams as S
 from .encoding import Drift, Encoder, make_encoder
 
@@ -222,7 +223,7 @@ def _desc_value(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-class Participant:
+class Participant(Clocked):
     """The participant over LSL. Outlets exist (and spikes flow, intention 0) from `start()`, before
     the task is found, so a decoder can connect first; `<task>-state` must appear within wait_s."""
 
@@ -267,12 +268,9 @@ class Participant:
         self.pointer = History(len(S.POINTER_LABELS))
         self._inlets: dict[str, Any] = {}
         self._clocks: list[Any] = []
-        self._stop = threading.Event()
+        Clocked.__init__(self)
         self._abandoned = threading.Event()  # set when the block ends before --wait ran out
-        self.done = threading.Event()
         self.error: Exception | None = None
-        self._thread: threading.Thread | None = None
-        self.t0: float | None = None
         self.n_pushed = 0
         self.k_next = 0
         self.lateness: list[float] = []
@@ -429,7 +427,6 @@ class Participant:
 
     def start(self, lead_s: float = 0.05, wait_consumers_s: float = 0.0) -> Participant:
         """Start publishing (first bin on the grid >= now + lead) and look for the task's streams."""
-        from ..runtime import lsl as L
 
         if wait_consumers_s > 0:
             self.spikes_out.wait_for_consumers(wait_consumers_s)
@@ -440,10 +437,7 @@ class Participant:
         if self.cfg.log:
             write_json_atomic(Path(self.cfg.log), self._header)
         quiet_gc()  # before the clock starts: a full collection over the set-up's objects takes milliseconds
-        lsl = L.pylsl()
-        tick = self.model.tick_s
-        m = math.ceil((lsl.local_clock() + lead_s - self.origin) / tick)
-        self.t0 = self.origin + m * tick
+        self.first_tick(self.origin, self.model.tick_s, lead_s)
         wanted = [(S.state_name(self.cfg.task), S.STATE_TYPE)]
         if self.cfg.intent == "mouse":
             wanted.append((S.pointer_name(self.cfg.task), S.POINTER_TYPE))
@@ -452,17 +446,8 @@ class Participant:
         self._resolve_t0 = time.monotonic()
         for r in self._resolvers:
             r.start()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"participant-{self.cfg.name}")
-        self._thread.start()
+        self.start_thread(self._run, f"participant-{self.cfg.name}")
         return self
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self.done.wait(timeout)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
 
     def close(self) -> dict[str, Any]:
         """Stop, close inputs, write the final log; returns the summary. Raises the loop's error, if any."""

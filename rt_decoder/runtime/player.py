@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from ..errors import DataError, where
 from ..events import bin_index
 from ..recording import Recording, split_bounds
 from . import lsl as L
+from .clocked import Clocked
 
 
 def load_for_replay(path: str | Path, bin_ms: float | None = None
@@ -52,7 +52,7 @@ def load_for_replay(path: str | Path, bin_ms: float | None = None
     return rec, spikes
 
 
-class Player:
+class Player(Clocked):
     """Publish a recording on LSL in real time (or `speed` times faster).
 
     Outlets exist from construction, so consumers can connect before `start()`.
@@ -121,11 +121,8 @@ class Player:
         self.markers_out = L.make_outlet(f"{name}-markers", "Markers", ["marker"], 0.0, fmt="string",
                                          source_id=sid + "-markers")
         self._trials = set() if rec.trial_starts is None else {int(t) for t in rec.trial_starts}
-        self._stop = threading.Event()
-        self.done = threading.Event()
-        self._thread: threading.Thread | None = None
+        Clocked.__init__(self)
         self.n_pushed = 0
-        self.t0: float | None = None
         self.lateness = []  # push time - target time, seconds, per wake-up
 
     # ---- data per bin ---------------------------------------------------------------------------
@@ -236,20 +233,9 @@ class Player:
         if wait_consumers_s > 0:
             self.spikes_out.wait_for_consumers(wait_consumers_s)
         quiet_gc()  # before the clock starts: a collection takes longer than the lead
-        lsl = L.pylsl()
-        m = math.ceil((lsl.local_clock() + lead_s - self.origin) / self.Bs)
-        self.t0 = self.origin + m * self.Bs
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"replay-{self.name}")
-        self._thread.start()
+        self.first_tick(self.origin, self.Bs, lead_s)
+        self.start_thread(self._run, f"replay-{self.name}")
         return self
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self.done.wait(timeout)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
 
     def close(self) -> None:
         """Stop and destroy the outlets (consumers see the source vanish)."""
