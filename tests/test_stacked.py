@@ -196,3 +196,22 @@ def test_run_streams_a_stacked_model_over_lsl(tmp_path):
     np.testing.assert_allclose(x, want, atol=1e-5)
     assert np.abs(m.state["stack_s"]).max() > 0
     assert rerun_log(path, tmp_path / "s.jsonl")["exact"]
+
+
+def test_augment_offset_is_held_over_the_window_and_shared_by_decays() -> None:
+    """training.input_offset shifts each channel of each stream by one value for the whole window and
+    every decay (a baseline-rate change), and differs between channels and streams; 0 is identity."""
+    from training.train import augment
+
+    x = torch.zeros(16, 4, 3, 5, 6)                  # (L, B, S, H, W)
+    torch.manual_seed(0)
+    y = augment(x, 0.0, 0.1)
+    d = y - x
+    assert torch.equal(d, d[:1, :, :1].expand_as(d))            # same over time and decays
+    assert d[0, :, 0].std() > 0.05                              # differs between streams and pixels
+    assert not torch.equal(d[0, 0], d[0, 1])
+    assert torch.equal(augment(x, 0.0, 0.0), x)
+    flat = augment(torch.zeros(8, 3, 5, 6), 0.0, 0.1)           # (B, S, H, W): per sample
+    assert torch.equal(flat, flat[:, :1].expand_as(flat)) and flat.std() > 0.05
+    noisy = augment(x, 0.1, 0.0)
+    assert not torch.equal(noisy[0], noisy[1])                  # white noise changes every value

@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
                                     # since on a busy 2-core machine 2 threads ran 10x slower than 1
         "init_from": None,          # a generative checkpoint whose UNet initialises the decoder
         "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
+        "input_offset": 0.0,        # std of a per-channel offset added to zeta, held over a window (baseline drift)
     },
     "baselines": {
         "enabled": True,
@@ -203,6 +204,7 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, t + "time_limit_s", lo=0, lo_open=True, optional=True)
     _num(cfg, src, t + "threads", lo=0, integer=True)
     _num(cfg, src, t + "input_noise", lo=0)
+    _num(cfg, src, t + "input_offset", lo=0)
     _num(cfg, src, "baselines.lag_bins", lo=0, hi=1, integer=True, optional=True)
     _num(cfg, src, "baselines.jobs", lo=0, integer=True)
     which = cfg["baselines"]["which"]

@@ -42,6 +42,22 @@ def to_image(z: torch.Tensor, pixels: torch.Tensor, canvas: tuple[int, int]) -> 
     return flat.view(B, S, *canvas)
 
 
+def augment(x: torch.Tensor, noise: float, offset: float) -> torch.Tensor:
+    """Training-time noise on a zeta image (B, S, H, W) or window (L, B, S, H, W): white noise on every
+    value, and a per-channel offset held over the window and shared by every decay, i.e. a shift of
+    each channel's baseline rate (the constant-offset noise of Willett et al. 2021), so the decoder
+    does not lean on baselines that drift between the training and test blocks."""
+    if noise:
+        x = x + noise * torch.randn_like(x)
+    if offset:
+        shape = list(x.shape)
+        shape[-3] = 1
+        if x.dim() == 5:
+            shape[0] = 1
+        x = x + offset * torch.randn(shape, dtype=x.dtype)
+    return x
+
+
 class Model(torch.nn.Module):
     """What is trained and exported: an optional learned quantizer and the network (with
     model.stack, a StackedNet carrying a second state: training/stacked.py)."""
@@ -380,15 +396,14 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     c0 = time.process_time()
     stopped = "max epochs"
     bar = tqdm(total=t["max_epochs"], initial=epoch, desc=f"train {cfg['name']}", unit="epoch", file=sys.stderr)
-    noise = t["input_noise"]
+    noise, offset = t["input_noise"], t["input_offset"]
     try:
         while epoch < t["max_epochs"] and stopped == "max epochs":
             model.train()
             run_loss, n = 0.0, 0
             state = None
             for x, y, m in batches:
-                if noise:
-                    x = x + noise * torch.randn_like(x)
+                x = augment(x, noise, offset)
                 if batches.stacked:           # m: does this window continue the previous one's streams?
                     out, last = model.net.sequence(x, state if m else None)
                     state = last.detach()
