@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from rt_decoder.cli import main  # noqa: E402
 from rt_decoder.errors import ConfigError  # noqa: E402
@@ -269,3 +269,27 @@ def test_ctrl_c_exports_the_best_model_so_far_marked_partial(tmp_path, sig):
     hint = [ln for ln in stderr.splitlines() if "--resume" in ln]
     assert hint and f"--out {out}" in hint[-1] and "--config" in hint[-1], stderr
     assert "wrote" in stdout
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_returns_the_best_or_the_last_weights(tmp_path, keep):
+    """training.keep: best returns the best-validation weights (early stopping on), last the weights
+    at the end of the schedule with early stopping off, even with patience 1."""
+    from training.train import fit
+
+    _, rec = _session(tmp_path, minutes=2.0)
+    cfg = validate(_merge(load_config(None), {"retention": {"decays": [0.0, 0.5, 0.875]},
+                                               "model": {"widths": [4], "head_hidden": 16, "stack": "none"},
+                                               "training": {"max_epochs": 8, "patience": 1, "keep": keep,
+                                                            "threads": 1, "lr": 0.02}}, "<test>"), "<test>")
+    res = fit(prepare(rec, cfg), cfg, tmp_path / "ck.pt", log=lambda *_: None)
+    ck = torch.load(tmp_path / "ck.pt", weights_only=False)
+    want = ck["model" if keep == "last" else "best_model"]
+    got = res.model.state_dict()
+    assert res.kept == keep
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    vals = [h["val"] for h in res.history]
+    if keep == "last":
+        assert res.epochs == 8 and res.stopped == "max epochs"
+    else:
+        assert res.best_val == min(vals)

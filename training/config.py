@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.01,
         "max_epochs": 60,
         "patience": 10,
+        "keep": "best",             # best: the best-validation weights (early stopping after `patience` epochs);
+                                    # last: the weights at the end of the cosine schedule, no early stopping
         "warmup_epochs": 1,
         "window": 128,              # online mode: bins per truncated-BPTT window
         "streams": 32,              # online mode: parallel contiguous streams per batch
@@ -103,6 +105,7 @@ CHOICES = {
     "model.likelihood": (None, "gaussian", "bernoulli", "poisson"),
     "model.stack": ("none", "retention", "gated", "leaky", "gru"),
     "training.mode": ("offline", "online"),
+    "training.keep": ("best", "last"),
     "multisession.readin": ("linear", "gain"),
 }
 

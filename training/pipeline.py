@@ -199,6 +199,11 @@ class ParallelReferences:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def kept_note(res) -> str:
+    """What the log says when training.keep: last returns other weights than the best-validation ones."""
+    return "" if res.kept == "best" else f", last epoch {res.history[-1]['val']:.4f} (its weights are kept: training.keep last)"
+
+
 def reference_jobs(setting: int, n_refs: int) -> int:
     """baselines.jobs: 0 = auto (one worker per core), 1 = one after another in this process
     (after our model), N = N worker processes. Workers run 1 torch thread each, so unlike
@@ -263,7 +268,7 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         parallel.cancel(kill=True)
         remove_stale(out, log)            # references a worker finished belong to no complete run
     log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.cpu_seconds:.1f} s CPU, {res.threads} thread(s); "
-        f"{res.stopped}); best validation loss {res.best_val:.4f}; "
+        f"{res.stopped}); best validation loss {res.best_val:.4f}{kept_note(res)}; "
         f"{res.model.net.n_params()} parameters")
     if partial:
         log(f"interrupted: exporting the best model of {res.epochs} epochs, marked partial (Ctrl-C again to abandon)")
@@ -271,7 +276,8 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         remove_stale(out, log)
     model_path = out / "model.onnx"
     fingerprint = rec.fingerprint()
-    extra = {"epochs": res.epochs, "stopped": res.stopped, "best_val_loss": res.best_val, "nan_rows": prep.nan_rows,
+    extra = {"epochs": res.epochs, "stopped": res.stopped, "best_val_loss": res.best_val, "weights": res.kept,
+             "nan_rows": prep.nan_rows,
              "run_id": run_id, "partial": partial}
     export_step_graph(res.model, prep, cfg, model_path, extra=extra)
     model_metrics = evaluate(model_path, rec, prep.split)
@@ -284,7 +290,7 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         "model": model_metrics, "baselines": {},
         "train_seconds": round(res.seconds, 1), "train_cpu_seconds": round(res.cpu_seconds, 1),
         "threads": res.threads, "data_sha256": fingerprint, "run_id": run_id, "partial": partial,
-        "config": cfg["name"], "data": str(path), "epochs": res.epochs, "stopped": res.stopped,
+        "config": cfg["name"], "data": str(path), "epochs": res.epochs, "stopped": res.stopped, "weights": res.kept,
         "nan_rows_excluded": prep.nan_rows,
     }
     if cfg["kind"] == "generative" and not partial:

@@ -79,6 +79,7 @@ class FitResult:
     threads: int
     stopped: str             # "early stopping", "max epochs", "time limit", "interrupted" (Ctrl-C)
     history: list[dict]
+    kept: str = "best"       # the weights returned: "best" (validation) or "last" (training.keep)
 
 
 def net_config(prep: Prepared, cfg: dict) -> NetConfig:
@@ -334,7 +335,9 @@ def check_resume(ck: dict, ckpt_path: Path, cfg: dict, data_sha256: str) -> None
 
 def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
         time_limit: float | None = None, log=print, run_id: str = "") -> FitResult:
-    """Train with early stopping; the best-validation weights are returned and checkpointed.
+    """Train with early stopping; the best-validation weights are returned and checkpointed, or with
+    training.keep: last, no early stopping and the weights at the end of the schedule (the cosine
+    has annealed them; a small validation block picked worse, early, weights on most recordings).
 
     Ctrl-C (KeyboardInterrupt) ends training like a time limit: the best weights of the epochs
     completed so far are returned with stopped="interrupted"; the last checkpoint (end of the
@@ -433,7 +436,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
-                if bad >= t["patience"] and stopped == "max epochs":
+                if bad >= t["patience"] and stopped == "max epochs" and t["keep"] == "best":
                     stopped = "early stopping"
             bar.update(1)
             bar.set_postfix(train=f"{run_loss / max(n, 1):.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}")
@@ -453,11 +456,13 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
             bar.close()
             raise
     bar.close()
-    model.load_state_dict(best_state)
+    kept = "last" if t["keep"] == "last" and stopped != "interrupted" else "best"    # interrupted: not annealed
+    if kept == "best":
+        model.load_state_dict(best_state)
     model.eval()
     return FitResult(model=model, best_val=best_val, epochs=epoch, seconds=time.perf_counter() - t0,
                      cpu_seconds=time.process_time() - c0, threads=threads,
-                     stopped=stopped, history=history)
+                     stopped=stopped, history=history, kept=kept)
 
 
 def _model_keys(cfg: dict) -> dict:
