@@ -220,3 +220,28 @@ def test_bench_accuracy_table_chart_and_json(tmp_path, capsys, monkeypatch):
     assert set(res["latency"]) == {"ours", "mlp", "wiener"} and set(res["baselines"]) == {"mlp", "wiener"}
     png = tmp_path / "b" / "accuracy.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_accuracy_over_seeds_shows_mean_and_spread(tmp_path, capsys, monkeypatch):
+    """`bench accuracy --seeds 0 1`: one training per seed in its own folder, one table row per model
+    whose R2 is the mean over the seeds' results and whose spread is their standard deviation."""
+    from rt_decoder.simulate import simulate_session
+    from training import bench
+
+    save_npz(simulate_session(minutes=1.0, channels=12, bin_s=0.05, seed=4), tmp_path / "sim.npz")
+    monkeypatch.setitem(bench.DATASETS, "sim", ("sim.npz", None))
+    code = main(["bench", "accuracy", "--datasets", "sim", "--data-dir", str(tmp_path), "--out", str(tmp_path / "b"),
+                 "--config", "default_flat", "--baselines", "mlp", "--seeds", "0", "1", "--time-limit", "2",
+                 "--latency-steps", "20", "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert [r["seed"] for r in res] == [0, 1]
+    assert all((tmp_path / "b" / f"sim-default_flat-s{s}" / "model.onnx").exists() for s in (0, 1))
+    table = {ln.split()[3]: ln.split() for ln in out.splitlines() if ln.startswith("sim ")}
+    assert set(table) == {"ours", "mlp"}
+    per_seed = [np.mean(r["model"]["r2"]) for r in res]
+    ours = table["ours"]
+    assert float(ours[4]) == pytest.approx(np.mean(per_seed), abs=1e-4)
+    assert float(ours[5]) == pytest.approx(np.std(per_seed), abs=1e-4) and int(ours[6]) == 2
+    assert (tmp_path / "b" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"

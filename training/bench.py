@@ -51,6 +51,9 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", default=",".join(MODELS[1:]),
                    help="comma-separated references trained beside ours")
     p.add_argument("--seed", type=int, default=0, help="training seed for ours and the neural references")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="several seeds (e.g. 0 1 2): each dataset is trained once per seed (OUT/<dataset>-<config>-s<S>) "
+                        "and the table and chart show the mean and spread over them; overrides --seed")
     p.add_argument("--latency-steps", type=int, default=2000, help="steps timed per model for the latency columns")
     p.add_argument("--data-dir", default=str(DATA), help="folder holding the datasets")
     p.add_argument("--out", default="runs/bench", help="where models and metrics are written")
@@ -81,6 +84,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
 
     refs = parse_references(args.baselines)
     names = list(dict.fromkeys(ALIASES.get(n, n) for n in args.datasets))
+    seeds = list(dict.fromkeys(args.seeds if getattr(args, "seeds", None) else [args.seed]))
     results = []
     for name in names:
         rel, own = DATASETS[name]
@@ -92,18 +96,19 @@ def run_accuracy(args: argparse.Namespace) -> int:
         if getattr(args, "config", None):
             configs = [args.config]
         for c in configs:
-            cfg = load_config(c)
-            cfg["training"]["seed"] = args.seed
-            out = Path(args.out) / f"{name}-{Path(c).stem}"
-            t0 = time.perf_counter()
-            m = run_training(cfg, str(data), out, time_limit=args.time_limit, baselines=refs,
-                             log=lambda s: print(s, file=sys.stderr))
-            lat = {"ours": step_latency(out / "model.onnx", args.latency_steps)}
-            for r in m["baselines"]:
-                lat[r] = step_latency(out / f"{r}.onnx", args.latency_steps)
-            results.append({"dataset": name, "config": c, "out": str(out), "wall_s": round(time.perf_counter() - t0, 1),
-                            "latency": lat, **m})
-            print(accuracy_table(results[-1:]), file=sys.stderr)
+            for seed in seeds:
+                cfg = load_config(c)
+                cfg["training"]["seed"] = seed
+                out = Path(args.out) / (f"{name}-{Path(c).stem}" + (f"-s{seed}" if len(seeds) > 1 else ""))
+                t0 = time.perf_counter()
+                m = run_training(cfg, str(data), out, time_limit=args.time_limit, baselines=refs,
+                                 log=lambda s: print(s, file=sys.stderr))
+                lat = {"ours": step_latency(out / "model.onnx", args.latency_steps)}
+                for r in m["baselines"]:
+                    lat[r] = step_latency(out / f"{r}.onnx", args.latency_steps)
+                results.append({"dataset": name, "config": c, "seed": seed, "out": str(out),
+                                "wall_s": round(time.perf_counter() - t0, 1), "latency": lat, **m})
+                print(accuracy_table(results[-1:]), file=sys.stderr)
     print(accuracy_table(results))
     png = Path(args.png) if args.png else Path(args.out) / "accuracy.png"
     accuracy_chart(results, png)
@@ -124,43 +129,71 @@ def rows(r: dict) -> list[dict]:
     return out
 
 
-def accuracy_table(results: list[dict]) -> str:
-    lines = [f"{'dataset':<14} {'config':<32} {'lag':>3} {'model':<7} {'mean R2':>8} {'vs ours':>8} "
-             f"{'train s':>8} {'cpu s':>7} {'p50 ms':>7} {'p99 ms':>7}"]
+def grouped(results: list[dict]) -> list[dict]:
+    """Results of several seeds -> one entry per (dataset, config): per model the mean over seeds of
+    each column, the R2 spread (standard deviation over seeds) and the seed count."""
+    import numpy as np
+
+    groups: dict[tuple, list[dict]] = {}
     for r in results:
-        rs = rows(r)
-        ours = rs[0]["r2"]
-        for row in rs:
+        groups.setdefault((r["dataset"], r["config"]), []).append(r)
+    out = []
+    for (dataset, config), rs in groups.items():
+        per: dict[str, list[dict]] = {}
+        for r in rs:
+            for row in rows(r):
+                per.setdefault(row["model"], []).append(row)
+        models = []
+        for model, rws in per.items():
+            agg = {k: float(np.mean([w[k] for w in rws])) for k in ("r2", "train_s", "cpu_s", "p50_ms", "p99_ms")}
+            agg.update(model=model, sd=float(np.std([w["r2"] for w in rws])), n=len(rws))
+            models.append(agg)
+        out.append({"dataset": dataset, "config": config, "lag_bins": rs[0]["lag_bins"], "rows": models})
+    return out
+
+
+def accuracy_table(results: list[dict]) -> str:
+    """Mean R2 per dataset, config and model; over several seeds, their mean +- standard deviation."""
+    lines = [f"{'dataset':<14} {'config':<32} {'lag':>3} {'model':<7} {'mean R2':>8} {'+- sd':>7} {'seeds':>5} {'vs ours':>8} "
+             f"{'train s':>8} {'cpu s':>7} {'p50 ms':>7} {'p99 ms':>7}"]
+    for g in grouped(results):
+        ours = g["rows"][0]["r2"]
+        for row in g["rows"]:
             diff = "" if row["model"] == "ours" else f"{row['r2'] - ours:+.4f}"
-            lines.append(f"{r['dataset']:<14} {r['config']:<32} {r['lag_bins']:>3} {row['model']:<7} {row['r2']:8.4f} "
-                         f"{diff:>8} {row['train_s']:8.1f} {row['cpu_s']:7.1f} {row['p50_ms']:7.3f} {row['p99_ms']:7.3f}")
+            lines.append(f"{g['dataset']:<14} {g['config']:<32} {g['lag_bins']:>3} {row['model']:<7} {row['r2']:8.4f} "
+                         f"{row['sd']:7.4f} {row['n']:5d} {diff:>8} {row['train_s']:8.1f} {row['cpu_s']:7.1f} "
+                         f"{row['p50_ms']:7.3f} {row['p99_ms']:7.3f}")
     lines.append("mean R2 over outputs on the test block (last 20%), from the exported step graphs run bin by bin; "
-                 "vs ours = reference minus ours (positive: the reference wins); train s = fit wall time, "
-                 "cpu s = its process CPU time (wall on a busy machine is stretched by other jobs); "
-                 "p50/p99 = one ONNX step, 1 thread; lag = lag_bins.")
+                 "+- sd = its standard deviation over seeds (--seeds); vs ours = reference minus ours (positive: "
+                 "the reference wins); train s = fit wall time, cpu s = its process CPU time (wall on a busy machine "
+                 "is stretched by other jobs); p50/p99 = one ONNX step, 1 thread; lag = lag_bins.")
     return "\n".join(lines)
 
 
 def accuracy_chart(results: list[dict], path: Path) -> None:
-    """Grouped bars: mean test R2 per dataset (groups) and model (bars)."""
+    """Grouped bars: mean test R2 per dataset (groups) and model (bars), whiskers = spread over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [f"{r['dataset']}" + ("" if r["config"] != DEFAULT_CONFIG or DATASETS[r["dataset"]][1] is None else "\n(default cfg)")
-              for r in results]
-    models = list(dict.fromkeys(row["model"] for r in results for row in rows(r)))
+    groups = grouped(results)
+    labels = [g["dataset"] + ("" if g["config"] != DEFAULT_CONFIG or DATASETS[g["dataset"]][1] is None else "\n(default cfg)")
+              for g in groups]
+    models = list(dict.fromkeys(row["model"] for g in groups for row in g["rows"]))
     width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(results) + 2), 4.2))
-    x = np.arange(len(results))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups) + 2), 4.2))
+    x = np.arange(len(groups))
     for i, mdl in enumerate(models):
-        vals = [next((row["r2"] for row in rows(r) if row["model"] == mdl), np.nan) for r in results]
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, label=mdl)
+        got = [next((row for row in g["rows"] if row["model"] == mdl), None) for g in groups]
+        vals = [np.nan if w is None else w["r2"] for w in got]
+        err = [0.0 if w is None else w["sd"] for w in got]
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=mdl)
+    seeds = max((row["n"] for g in groups for row in g["rows"]), default=1)
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylabel("mean test R2")
-    lo = min((row["r2"] for r in results for row in rows(r)), default=0.0)
+    ax.set_ylabel("mean test R2" + (f" (mean +- sd over {seeds} seeds)" if seeds > 1 else ""))
+    lo = min((row["r2"] for g in groups for row in g["rows"]), default=0.0)
     ax.set_ylim(max(0.0, lo - 0.05) if lo > 0 else lo - 0.05, 1.0)
     ax.legend(ncol=len(models), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.grid(axis="y", alpha=0.3)
