@@ -213,5 +213,10 @@ def test_augment_offset_is_held_over_the_window_and_shared_by_decays() -> None:
     assert torch.equal(augment(x, 0.0, 0.0), x)
     flat = augment(torch.zeros(8, 3, 5, 6), 0.0, 0.1)           # (B, S, H, W): per sample
     assert torch.equal(flat, flat[:, :1].expand_as(flat)) and flat.std() > 0.05
+    scale = torch.zeros(5, 6)
+    scale[1, 2], scale[3, 4] = 1.0, 0.01                        # one channel per pixel; 0 = empty pixel
+    d = augment(x, 0.0, 1.0, scale)[0, :, 0]                    # offsets in units of each channel's sd
+    assert d[:, 1, 2].std() > 0.3 and 0 < d[:, 3, 4].abs().max() < 0.05
+    assert d[:, 0, 0].abs().max() == 0
     noisy = augment(x, 0.1, 0.0)
     assert not torch.equal(noisy[0], noisy[1])                  # white noise changes every value

@@ -68,7 +68,8 @@ DEFAULTS: dict[str, Any] = {
                                     # since on a busy 2-core machine 2 threads ran 10x slower than 1
         "init_from": None,          # a generative checkpoint whose UNet initialises the decoder
         "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
-        "input_offset": 0.0,        # std of a per-channel offset added to zeta, held over a window (baseline drift)
+        "input_offset": 0.0,        # a per-channel offset added to zeta, held over a window and shared by every decay
+                                    # (a baseline-rate shift); its std in units of each channel's std in the train block
     },
     "baselines": {
         "enabled": True,

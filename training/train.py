@@ -42,11 +42,13 @@ def to_image(z: torch.Tensor, pixels: torch.Tensor, canvas: tuple[int, int]) -> 
     return flat.view(B, S, *canvas)
 
 
-def augment(x: torch.Tensor, noise: float, offset: float) -> torch.Tensor:
+def augment(x: torch.Tensor, noise: float, offset: float, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Training-time noise on a zeta image (B, S, H, W) or window (L, B, S, H, W): white noise on every
     value, and a per-channel offset held over the window and shared by every decay, i.e. a shift of
     each channel's baseline rate (the constant-offset noise of Willett et al. 2021), so the decoder
-    does not lean on baselines that drift between the training and test blocks."""
+    does not lean on baselines that drift between the training and test blocks. scale (H, W): the
+    offset's unit per pixel (each channel's standard deviation; 0 on empty pixels), so that one
+    setting suits 50 ms threshold crossings and sparse 5 ms units alike."""
     if noise:
         x = x + noise * torch.randn_like(x)
     if offset:
@@ -54,7 +56,7 @@ def augment(x: torch.Tensor, noise: float, offset: float) -> torch.Tensor:
         shape[-3] = 1
         if x.dim() == 5:
             shape[0] = 1
-        x = x + offset * torch.randn(shape, dtype=x.dtype)
+        x = x + offset * torch.randn(shape, dtype=x.dtype) * (1.0 if scale is None else scale.to(x.dtype))
     return x
 
 
@@ -213,6 +215,9 @@ class Batches:
         self.counts = torch.as_tensor(prep.rec.counts, dtype=torch.float32)
         # zeta precomputed (numpy, the step graph's recurrence) whenever the quantizer is fixed
         self.feats = None if prep.feats is None else torch.as_tensor(prep.feats)
+        r = cfg["retention"]
+        q = quantize(self.counts[a:b], levels=r["levels"], kind="levels" if r["quantizer"] == "learned" else r["quantizer"])
+        self.channel_sd = self.image(q.std(0)[None, None])[0, 0]        # (H, W): the input offset's unit per pixel
         self.stacked = isinstance(model.net, StackedNet)
         if self.stacked:      # TBPTT windows over precomputed zeta; the second state carried between them
             self.windows = Windows(self.feats, self.target, self.pixels, prep.canvas, (a, b), t["streams"], t["window"])
@@ -406,7 +411,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
             run_loss, n = 0.0, 0
             state = None
             for x, y, m in batches:
-                x = augment(x, noise, offset)
+                x = augment(x, noise, offset, batches.channel_sd)
                 if batches.stacked:           # m: does this window continue the previous one's streams?
                     out, last = model.net.sequence(x, state if m else None)
                     state = last.detach()
