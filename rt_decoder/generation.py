@@ -189,8 +189,8 @@ def runaway_neurons(counts: np.ndarray, real: np.ndarray, window: int = RUNAWAY_
     starts = {}
     for d in np.flatnonzero(above[-1]):                         # a runaway lasts to the end: its last window is above
         s = _tail_start(above[:, d], window, hold)
-        if s is not None:                                       # its first bin at the level, in that first window
-            first = x[s:s + window, d] >= level[d]
+        if s is not None:                   # its first bin at its mean rate from there on, in that first window
+            first = x[s:s + window, d] >= max(level[d], x[s:, d].mean())
             starts[int(d)] = s + int(np.argmax(first)) if first.any() else s
     if starts:
         out.update(channels=sorted(starts), start_step=min(starts.values()))
@@ -260,7 +260,8 @@ def runaway_warning(runaway: dict, steps_offset: int = 0) -> str | None:
                     f"their busiest real stretch{floor}")
     return (f"WARNING: runaway sampling: from step {s} of {runaway['bins'] + steps_offset} on, {'; '.join(what)} "
             f"(firing sustains itself; the sample after step {s} is not neural activity; "
-            f"train with model.self_gain_max: 0 and model.saturation_penalty: 1 to keep firing from sustaining itself)")
+            f"train with model.glm_base: true and model.self_gain_max: 0 (README), or model.self_gain_max: 0 and "
+            f"model.saturation_penalty: 1, to keep firing from sustaining itself)")
 
 
 def _window_counts(x: np.ndarray, window: int) -> np.ndarray:

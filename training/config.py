@@ -43,9 +43,11 @@ DEFAULTS: dict[str, Any] = {
         "self_gain_max": None,      # generative: bound on each neuron's net self-excitation through its own history
                                     # (GenerativeHead.self_gain; 0 = net refractory, a stable GLM's; null: unbounded).
                                     # Set it (and saturation_penalty) where train warns of runaway sampling: on
-                                    # mc_maze_small it stops the runaway at ~0.03 bits/spike (README)
+                                    # mc_maze_small it stops the runaway at ~0.03 bits/spike (README); with glm_base
+                                    # it bounds what the network adds to the GLM
         "saturation_penalty": 0.0,  # generative: weight of the penalty on top-level firing (every bin or every other bin)
-                                    # that sustains itself (Net.saturation_excess; 0: off; 1 in mc_maze_small_generative)
+                                    # that sustains itself (Net.saturation_excess; 0: off; 1 in chestek_generative;
+                                    # with glm_base: beyond what the GLM alone sustains)
         "glm_base": False,          # generative (poisson): the log-rate is the coupled GLM's (fitted first, on the
                                     # same split; training/glm.py) plus the network's, which starts at zero and is
                                     # early-stopped on validation: the model contains its reference (README)
