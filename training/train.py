@@ -192,7 +192,8 @@ class Batches:
         self.target = torch.as_tensor(prep.target[:, order])
         if getattr(model.net.cfg, "glm_base", False):      # [next counts | the GLM's log-rate for them]
             if prep.base_eta is None:
-                raise ConfigError("model.glm_base: the GLM's log-rates were not computed (training/pipeline.py fits it first)")
+                raise ConfigError("model.glm_base: the GLM is fitted on one recording's split before training "
+                                  "(training/pipeline.py); multi-session training does not support it")
             self.target = torch.cat([self.target, torch.as_tensor(prep.base_eta[:, order], dtype=torch.float32)], dim=1)
         a, b = prep.split["train"]
         self.train_rows = torch.as_tensor(np.flatnonzero(prep.valid[a:b]) + a)
