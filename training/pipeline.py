@@ -63,6 +63,24 @@ def remove_stale(out: Path, log) -> None:
         log(f"{out}: removed {', '.join(f.name for f in stale)} of an earlier run")
 
 
+def fit_base(prep, cfg: dict, time_limit: float | None, log=print) -> None:
+    """model.glm_base: fit the coupled GLM on the split first (the same fit as the reference), and
+    give prep its log-rate for every bin (continuous history, like zeta), which training adds to the
+    network's logits; the exported step graph computes it from its own GLM history state."""
+    import numpy as np
+
+    from .glm import fit_glm
+
+    try:
+        params = fit_glm(prep.rec, prep.split, cfg["model"]["likelihood"], cfg["baselines"]["glm"], time_limit, log)
+    except ConfigError as e:
+        raise ConfigError(where(cfg.get("_source", "<config>"), str(e))) from None
+    prep.base = params
+    prep.base_eta = params.eta(prep.rec.counts).astype(np.float32)
+    log(f"glm base: fitted in {params.info['fit_cpu_seconds']:.1f} s CPU (l2 {params.info['l2']}); "
+        f"the network learns what it adds to the GLM's log-rate, starting from zero")
+
+
 def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg: dict, out: Path,
                    time_limit: float | None = None, log=print, run_id: str = "", progress: bool = True,
                    glm=None) -> dict:
@@ -207,24 +225,6 @@ class ParallelReferences:
             for p in list((self.pool._processes or {}).values()):
                 p.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def fit_base(prep, cfg: dict, time_limit: float | None, log=print) -> None:
-    """model.glm_base: fit the coupled GLM on the split first (the same fit as the reference), and
-    give prep its log-rate for every bin (continuous history, like zeta), which training adds to the
-    network's logits; the exported step graph computes it from its own GLM history state."""
-    import numpy as np
-
-    from .glm import fit_glm
-
-    try:
-        params = fit_glm(prep.rec, prep.split, cfg["model"]["likelihood"], cfg["baselines"]["glm"], time_limit, log)
-    except ConfigError as e:
-        raise ConfigError(where(cfg.get("_source", "<config>"), str(e))) from None
-    prep.base = params
-    prep.base_eta = params.eta(prep.rec.counts).astype(np.float32)
-    log(f"glm base: fitted in {params.info['fit_cpu_seconds']:.1f} s CPU (l2 {params.info['l2']}); "
-        f"the network learns what it adds to the GLM's log-rate, starting from zero")
 
 
 def reference_jobs(setting: int, n_refs: int) -> int:
