@@ -143,6 +143,60 @@ def active_fraction(counts: np.ndarray) -> np.ndarray:
     return (np.asarray(counts) > 0).mean(axis=1)
 
 
+def _tail_start(sat: np.ndarray, window: int, hold: float) -> int | None:
+    """First step of a tail of `sat` (at least `window` bins, ending at the last bin) in which at
+    least `hold` of the bins are True, measured from every later step too; None without one. The
+    start is the first True bin of the first `window` bins in that tail that are themselves `hold`
+    True (a lone busy bin does not move it)."""
+    T = sat.size
+    if T < window:
+        return None
+    last = T - window                                   # latest start that still leaves `window` bins
+    suffix = np.cumsum(sat[::-1])[::-1] / np.arange(T, 0, -1)
+    ok = suffix[:last + 1] >= hold
+    if not ok[last]:
+        return None
+    bad = np.flatnonzero(~ok)
+    s0 = int(bad[-1]) + 1 if bad.size else 0
+    csum = np.concatenate([[0], np.cumsum(sat)])
+    win = (csum[window:] - csum[:-window]) / window     # win[t] = saturated share of bins t..t+window-1
+    start = s0 + int(np.argmax(win[s0:last + 1] >= hold)) if (win[s0:last + 1] >= hold).any() else s0
+    return start + int(np.argmax(sat[start:]))          # its first saturated bin
+
+
+def _window_means(x: np.ndarray, window: int) -> np.ndarray:
+    """(T - window + 1, D) mean of each channel over bins t..t+window-1."""
+    c = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
+    return (c[window:] - c[:-window]) / window
+
+
+def runaway_neurons(counts: np.ndarray, real: np.ndarray, window: int = RUNAWAY_WINDOW, hold: float = RUNAWAY_HOLD,
+                    vs_real: float = RUNAWAY_VS_REAL, floor: float = 0.0) -> dict:
+    """Single channels that run away while the population does not: a channel whose mean count over
+    `window` bins stays at or above `vs_real` times its own busiest `window` bins in the real block
+    (at least one spike per window), and at or above `floor` (counts/bin), to the end of the sample
+    (in at least `hold` of the windows from the start on). A lone neuron alternating between silence
+    and hundreds of counts per bin moves neither the share of channels firing nor (with many
+    channels) their mean rate. Returns {"channels": [...], "start_step": first start or None, "level": per-channel level}."""
+    x = np.asarray(counts, np.float64)
+    r = np.asarray(real, np.float64)
+    out: dict = {"channels": [], "start_step": None}
+    if x.shape[0] < window or r.shape[0] < window:
+        return out
+    busiest = np.maximum(_window_means(r, window).max(axis=0), 1.0 / window)
+    level = np.maximum(vs_real * busiest, floor)
+    above = _window_means(x, window) >= level                    # (T - window + 1, D): window t..t+window-1
+    starts = {}
+    for d in np.flatnonzero(above[-1]):                         # a runaway lasts to the end: its last window is above
+        s = _tail_start(above[:, d], window, hold)
+        if s is not None:                   # its first bin at its mean rate from there on, in that first window
+            first = x[s:s + window, d] >= max(level[d], x[s:, d].mean())
+            starts[int(d)] = s + int(np.argmax(first)) if first.any() else s
+    if starts:
+        out.update(channels=sorted(starts), start_step=min(starts.values()))
+    return out
+
+
 def detect_runaway(counts: np.ndarray, fraction: float = RUNAWAY_FRACTION, window: int = RUNAWAY_WINDOW,
                    hold: float = RUNAWAY_HOLD, bin_s: float | None = None, rate_hz: float = RUNAWAY_RATE_HZ,
                    real: np.ndarray | None = None, vs_real: float = RUNAWAY_VS_REAL) -> dict:
@@ -153,12 +207,15 @@ def detect_runaway(counts: np.ndarray, fraction: float = RUNAWAY_FRACTION, windo
     counts (or alternate between silence and its rate cap) with only part of the population
     active in each bin. Given `real` counts, the saturation level drops to `vs_real` times the
     active fraction of the real block's busiest `window` bins when that is lower (a sparse
-    population stuck at 40% of channels per bin, 20 times its real level, has run away too).
+    population stuck at 40% of channels per bin, 20 times its real level, has run away too), and
+    single channels are judged too (runaway_neurons: a channel ending at >= `vs_real` times its
+    busiest real stretch and, bin_s given, at >= rate_hz).
     The sample runs away
     from step s when, from s to the end (at least `window` bins), at least `hold` of the bins
     are saturated, and stays so measured from every later step; s is the first saturated bin of
     the first window in that tail that is itself `hold` saturated (a lone busy bin does not move it).
-    Returns {"runaway", "start_step" (or None), "saturated_fraction_after", "bins", "fraction", "window", "hold"}.
+    Returns {"runaway", "start_step" (or None), "saturated_fraction_after", "bins", "fraction", "window", "hold",
+    "channels" (the channels that ran away on their own)}.
     """
     level = fraction
     if real is not None and len(real) >= window:
@@ -170,21 +227,18 @@ def detect_runaway(counts: np.ndarray, fraction: float = RUNAWAY_FRACTION, windo
     T = sat.size
     out = {"runaway": False, "start_step": None, "saturated_fraction_after": 0.0, "bins": int(T),
            "fraction": float(fraction), "window": int(window), "hold": float(hold),
-           "rate_hz": float(rate_hz) if bin_s is not None else None, "level": float(level)}
-    if T < window:
-        return out
-    last = T - window                                   # latest start that still leaves `window` bins
-    suffix = np.cumsum(sat[::-1])[::-1] / np.arange(T, 0, -1)
-    ok = suffix[:last + 1] >= hold
-    if not ok[last]:
-        return out
-    bad = np.flatnonzero(~ok)
-    s0 = int(bad[-1]) + 1 if bad.size else 0
-    csum = np.concatenate([[0], np.cumsum(sat)])
-    win = (csum[window:] - csum[:-window]) / window     # win[t] = saturated share of bins t..t+window-1
-    start = s0 + int(np.argmax(win[s0:last + 1] >= hold)) if (win[s0:last + 1] >= hold).any() else s0
-    start += int(np.argmax(sat[start:]))               # its first saturated bin
-    out.update(runaway=True, start_step=int(start), saturated_fraction_after=float(sat[start:].mean()))
+           "rate_hz": float(rate_hz) if bin_s is not None else None, "level": float(level), "population": False,
+           "channels": [], "vs_real": float(vs_real)}
+    start = _tail_start(sat, window, hold)
+    if start is not None:
+        out.update(runaway=True, population=True, start_step=int(start), saturated_fraction_after=float(sat[start:].mean()))
+    if real is not None:
+        lone = runaway_neurons(counts, real, window, hold, vs_real, rate_hz * bin_s if bin_s is not None else 0.0)
+        if lone["channels"]:
+            out["channels"] = lone["channels"]
+            if start is None:                                   # the population's start is per bin: kept when it has one
+                s = lone["start_step"]
+                out.update(runaway=True, start_step=int(s), saturated_fraction_after=float(sat[s:].mean()))
     return out
 
 
@@ -193,11 +247,21 @@ def runaway_warning(runaway: dict, steps_offset: int = 0) -> str | None:
     if not runaway.get("runaway"):
         return None
     s = runaway["start_step"] + steps_offset
-    rate = f" or a mean rate >= {runaway['rate_hz']:g} Hz" if runaway.get("rate_hz") else ""
-    return (f"WARNING: runaway sampling: from step {s} of {runaway['bins'] + steps_offset} on, "
-            f"{100 * runaway['saturated_fraction_after']:.0f}% of bins have >= {100 * runaway.get('level', runaway['fraction']):.3g}% "
-            f"of the channels firing{rate} (the population saturates; the sample after step {s} is not neural activity; "
-            f"train with model.self_gain_max: 0 and model.saturation_penalty: 1 to keep firing from sustaining itself)")
+    what = []
+    if runaway.get("population", True):
+        rate = f" or a mean rate >= {runaway['rate_hz']:g} Hz" if runaway.get("rate_hz") else ""
+        what.append(f"{100 * runaway['saturated_fraction_after']:.0f}% of bins have >= "
+                    f"{100 * runaway.get('level', runaway['fraction']):.3g}% of the channels firing{rate}")
+    ch = runaway.get("channels") or []
+    if ch:
+        listed = ", ".join(str(c) for c in ch[:5]) + (", ..." if len(ch) > 5 else "")
+        floor = f" and >= {runaway['rate_hz']:g} Hz" if runaway.get("rate_hz") else ""
+        what.append(f"{len(ch)} channel(s) (index {listed}) stay at >= {runaway.get('vs_real', RUNAWAY_VS_REAL):g}x "
+                    f"their busiest real stretch{floor}")
+    return (f"WARNING: runaway sampling: from step {s} of {runaway['bins'] + steps_offset} on, {'; '.join(what)} "
+            f"(firing sustains itself; the sample after step {s} is not neural activity; "
+            f"train with model.glm_base: true and model.self_gain_max: 0 (README), or model.self_gain_max: 0 and "
+            f"model.saturation_penalty: 1, to keep firing from sustaining itself)")
 
 
 def _window_counts(x: np.ndarray, window: int) -> np.ndarray:

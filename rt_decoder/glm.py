@@ -95,10 +95,12 @@ class GLMParams:
 
     def predict(self, counts: np.ndarray) -> np.ndarray:
         """The numpy twin of the step graph, from reset: (T, D) counts -> (T, D) predictions for the next bin."""
-        eta = history_features(counts, self.basis).astype(np.float64) @ self.weights + self.bias
-        return link(eta, self.likelihood)
+        return link(self.eta(counts), self.likelihood)
 
-    def to_onnx(self, card: ModelCard) -> onnx.ModelProto:
+    def eta_nodes(self) -> tuple[list, list]:
+        """ONNX nodes from `counts` [1, D] and the state `glm_hist` [1, L, D] to the log-rate
+        `glm_eta` [1, D] and `glm_hist_next`: the GLM's one home in a graph, used by its own step
+        graph (to_onnx) and by a retention model built on it (training: model.glm_base)."""
         L, B = self.basis.shape
         D = self.n_channels
 
@@ -114,10 +116,22 @@ class GLMParams:
                   helper.make_node("MatMul", ["glm_feat", "glm_W"], ["glm_xw"]),
                   helper.make_node("Add", ["glm_xw", "glm_b"], ["glm_eta_raw"]),
                   helper.make_node("Min", ["glm_eta_raw", "glm_eta_max"], ["glm_eta"])]
+        return nodes, inits
+
+    def eta(self, counts: np.ndarray) -> np.ndarray:
+        """(T, D) counts -> (T, D) float64 log-rates for the next bin, from reset (the graph's glm_eta)."""
+        eta = history_features(counts, self.basis).astype(np.float64) @ self.weights + self.bias
+        return np.minimum(eta, ETA_MAX)
+
+    def state_spec(self) -> StateSpec:
+        return StateSpec("glm_hist", [1, self.basis.shape[0], self.n_channels])
+
+    def to_onnx(self, card: ModelCard) -> onnx.ModelProto:
+        nodes, inits = self.eta_nodes()
         if self.likelihood == "poisson":
             nodes.append(helper.make_node("Exp", ["glm_eta"], ["prediction"]))
         else:                                  # 1 - exp(-exp(eta))
-            inits.append(f32("glm_one", np.array(1.0)))
+            inits.append(numpy_helper.from_array(np.array(1.0, np.float32), "glm_one"))
             nodes += [helper.make_node("Exp", ["glm_eta"], ["glm_lam"]),
                       helper.make_node("Neg", ["glm_lam"], ["glm_nlam"]),
                       helper.make_node("Exp", ["glm_nlam"], ["glm_p0"]),
@@ -128,11 +142,10 @@ class GLMParams:
 def glm_card(rec: Recording, params: GLMParams, origin: dict | None = None) -> ModelCard:
     """A generative card for the GLM: same channels and likelihood as the model it is the reference of."""
     origin = origin or {}
-    L = params.basis.shape[0]
     extra = {"baseline": "glm", **params.info} | {k: origin[k] for k in ("split", "run_id") if origin.get(k)}
     unit = "count/bin" if params.likelihood == "poisson" else "probability"
     return ModelCard(kind="generative", model_type="glm", bin_s=float(rec.bin_s),
                      channel_names=list(rec.channel_names), outputs=list(rec.channel_names),
-                     units=[unit] * rec.n_channels, states=[StateSpec("glm_hist", [1, L, rec.n_channels])],
+                     units=[unit] * rec.n_channels, states=[params.state_spec()],
                      likelihood=params.likelihood, data_sha256=origin.get("data_sha256") or rec.fingerprint(),
                      extra=extra)

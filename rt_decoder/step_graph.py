@@ -132,6 +132,7 @@ def build_retention_model(
     out_std: np.ndarray | None = None,
     learned: tuple[np.ndarray, np.ndarray] | None = None,
     readin: tuple[np.ndarray, np.ndarray] | None = None,
+    base: tuple[list, list, str, list[str]] | None = None,
 ) -> onnx.ModelProto:
     """Front-end + a readout of the zeta image + de-normalization, with the card attached.
 
@@ -141,6 +142,9 @@ def build_retention_model(
       after zeta in card.states as a further input and returns its next value as a further output.
     linear: (W [S*H*W, K], b [K]) for a ridge readout of the flattened zeta image (no network).
     readin: a session's (A, c), when the card's layout has a "readin" (see `frontend`).
+    base: (nodes, inits, eta, states) of a generative base model (the fitted GLM: rt_decoder.glm
+      GLMParams.eta_nodes) whose log-rate `eta` [1, D] is added to the network's logit at each
+      channel; its states (in card.states, after zeta) are its own, not the network's.
     Decoder: prediction = out * out_std + out_mean. Generative: prediction = sigmoid (Bernoulli)
     or exp (Poisson) of the logits at each channel's pixel: the next bin's spike probability/rate.
     """
@@ -163,7 +167,8 @@ def build_retention_model(
     else:
         net = onnx.compose.add_prefix(network, "net/")  # "/" keeps its names apart from ours
         g = net.graph
-        carried = [s.name for s in card.states[1:]]     # the network's own states, after zeta
+        own = set(base[3]) if base is not None else set()
+        carried = [s.name for s in card.states[1:] if s.name not in own]     # the network's own states, after zeta
         if len(g.input) != 1 + len(carried) or len(g.output) != 1 + len(carried):
             raise ValueError(f"the network graph must have {1 + len(carried)} inputs and outputs "
                              f"(the zeta image{', ' + ', '.join(carried) if carried else ''}), "
@@ -187,8 +192,13 @@ def build_retention_model(
         inits += [_init("gen_flat", np.array([1, H * W], np.int64)), _init("gen_pix", pixels)]
         nodes += [helper.make_node("Reshape", ["net_out", "gen_flat"], ["gen_logits"]),
                   helper.make_node("Gather", ["gen_logits", "gen_pix"], ["gen_ch"], axis=1)]
+        logit = "gen_ch"
+        if base is not None:
+            nodes += list(base[0]) + [helper.make_node("Add", ["gen_ch", base[2]], ["gen_ch_base"])]
+            inits += list(base[1])
+            logit = "gen_ch_base"
         link = "Exp" if card.likelihood == "poisson" else "Sigmoid"
-        nodes.append(helper.make_node(link, ["gen_ch"], ["prediction"]))
+        nodes.append(helper.make_node(link, [logit], ["prediction"]))
     inputs, outputs = _io(card)
     return _finish(nodes, inits, inputs, outputs, card, f"rt_decoder_{card.model_type}")
 

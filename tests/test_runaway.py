@@ -79,6 +79,32 @@ def test_detector_judges_a_sparse_population_against_its_real_level():
     assert not detect_runaway(_sparse(4000, p=0.02, seed=11), real=real)["runaway"]
 
 
+def test_detector_catches_a_lone_neuron_alternating_between_silence_and_hundreds():
+    """One channel of ten alternating 0 / 300 counts per 5 ms bin (what a trained mc_maze model did):
+    neither the share of channels firing nor their mean rate over 90% of bins gives it away;
+    its own busiest real stretch does."""
+    real = _sparse(3000, p=0.02, seed=9)
+    x = _sparse(6000, p=0.02)
+    x[3000::2, 4] = 300
+    x[3001::2, 4] = 0
+    assert not detect_runaway(x, bin_s=0.005)["runaway"]
+    r = detect_runaway(x, bin_s=0.005, real=real)
+    assert r["runaway"] and r["channels"] == [4] and r["start_step"] == 3000 and not r["population"]
+    line = runaway_warning(r)
+    assert "1 channel(s) (index 4)" in line and "busiest real stretch" in line and "\n" not in line
+    assert compare_statistics(x, real, bin_s=0.005)["runaway"]["channels"] == [4]
+    # a channel that is busy in the real block too, at its real level, is not a runaway
+    busy_real = real.copy()
+    busy_real[:, 7] = np.random.default_rng(2).poisson(3.0, 3000)
+    busy = _sparse(6000, p=0.02)
+    busy[:, 7] = np.random.default_rng(3).poisson(3.0, 6000)
+    assert not detect_runaway(busy, bin_s=0.005, real=busy_real)["runaway"]
+    # nor is a lone neuron's burst that ends before the sample does
+    burst = _sparse(6000, p=0.02)
+    burst[3000:5000:2, 4] = 300
+    assert not detect_runaway(burst, bin_s=0.005, real=real)["runaway"]
+
+
 def test_detector_stays_quiet_without_a_runaway():
     assert not detect_runaway(_sparse(5000))["runaway"]
     burst = _sparse(5000)

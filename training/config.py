@@ -43,9 +43,14 @@ DEFAULTS: dict[str, Any] = {
         "self_gain_max": None,      # generative: bound on each neuron's net self-excitation through its own history
                                     # (GenerativeHead.self_gain; 0 = net refractory, a stable GLM's; null: unbounded).
                                     # Set it (and saturation_penalty) where train warns of runaway sampling: on
-                                    # mc_maze_small it stops the runaway at ~0.03 bits/spike (README)
+                                    # mc_maze_small it stops the runaway at ~0.03 bits/spike (README); with glm_base
+                                    # it bounds what the network adds to the GLM
         "saturation_penalty": 0.0,  # generative: weight of the penalty on top-level firing (every bin or every other bin)
-                                    # that sustains itself (Net.saturation_excess; 0: off; 1 in mc_maze_small_generative)
+                                    # that sustains itself (Net.saturation_excess; 0: off; 1 in chestek_generative;
+                                    # with glm_base: beyond what the GLM alone sustains)
+        "glm_base": False,          # generative (poisson): the log-rate is the coupled GLM's (fitted first, on the
+                                    # same split; training/glm.py) plus the network's, which starts at zero and is
+                                    # early-stopped on validation: the model contains its reference (README)
         "stack": "none",            # a second state over the first FC layer's features (training/stacked.py):
                                     # none | retention | gated | leaky | gru; trained on training.window x streams
         "stack_size": 256,          # its width
@@ -247,6 +252,14 @@ def validate(cfg: dict, src: str) -> dict:
         cfg["model"]["likelihood"] = like or "bernoulli"
         if cfg["lag_bins"] != 0:
             raise ConfigError(where(src, "lag_bins must be 0 for a generative model (zeta up to bin k predicts bin k+1)"))
+    if not isinstance(cfg["model"]["glm_base"], bool):
+        raise ConfigError(where(src, f"model.glm_base must be true or false, got {cfg['model']['glm_base']!r}"))
+    if cfg["model"]["glm_base"]:
+        if cfg["kind"] != "generative" or cfg["model"]["likelihood"] != "poisson":
+            raise ConfigError(where(src, "model.glm_base adds the coupled Poisson GLM's log-rate: it needs kind generative "
+                                         "and model.likelihood poisson"))
+        if cfg["training"]["mode"] != "offline":
+            raise ConfigError(where(src, "model.glm_base trains on precomputed GLM log-rates: it needs training.mode offline"))
     if cfg["retention"]["quantizer"] == "learned" and cfg["training"]["mode"] != "online":
         raise ConfigError(where(src, "retention.quantizer learned needs training.mode online (its zeta must be differentiable)"))
     return cfg

@@ -39,6 +39,8 @@ class Prepared:
     out_std: np.ndarray
     nan_rows: int               # behaviour rows with NaN, excluded from the loss and counted
     layout: str = "raster"      # the layout used (auto resolved to map or similarity)
+    base: object = None         # model.glm_base: the fitted GLM (rt_decoder.glm.GLMParams)
+    base_eta: np.ndarray | None = None   # (T, D) float32 its log-rate for bin k+1 from the counts up to bin k
 
     @property
     def n_outputs(self) -> int:

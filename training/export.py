@@ -74,12 +74,17 @@ def export_step_graph(model: Model, prep: Prepared, cfg: dict, path: str | Path,
     """Write the full step graph (front-end + network + de-normalization) and return it."""
     if stack_state(model):
         extra = {**(extra or {}), "stack": {"kind": model.net.stack, "size": model.net.state_size}}
-    card = make_card(prep, cfg, metrics, extra, stack_state(model))
+    states, base = stack_state(model), None
+    if prep.base is not None:            # model.glm_base: the GLM's history beside zeta, its log-rate added
+        states.append(prep.base.state_spec())
+        base = (*prep.base.eta_nodes(), "glm_eta", [prep.base.state_spec().name])
+        extra = {**(extra or {}), "glm_base": {k: prep.base.info.get(k) for k in ("l2", "n_bases", "n_bins")}}
+    card = make_card(prep, cfg, metrics, extra, states)
     learned = None
     if model.quant is not None:
         learned = (model.quant.w.detach().numpy().astype(np.float32), model.quant.b.detach().numpy().astype(np.float32))
     graph = build_retention_model(card, network=network_onnx(model), out_mean=prep.out_mean,
-                                  out_std=prep.out_std, learned=learned)  # checked there by onnx.checker
+                                  out_std=prep.out_std, learned=learned, base=base)  # checked there by onnx.checker
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save(graph, path)
     return graph

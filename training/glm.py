@@ -150,7 +150,13 @@ def train_glm(rec: Recording, split: dict, likelihood: str, path: str | Path, ov
     """Fit the GLM (fit_glm) and write it as a generative step graph at `path`, its card carrying
     the recording's fingerprint, the split and the run id like the model's."""
     params = fit_glm(rec, split, likelihood, overrides, time_limit, log)
+    write_glm(params, rec, split, path, run_id)
+    return params
+
+
+def write_glm(params: GLMParams, rec: Recording, split: dict, path: str | Path, run_id: str = "") -> None:
+    """The GLM as a generative step graph at `path`, its card carrying the recording's fingerprint,
+    the split and the run id like the model's."""
     origin = {"data_sha256": rec.fingerprint(), "split": {k: [int(v[0]), int(v[1])] for k, v in split.items()},
               "run_id": run_id}
     save(params.to_onnx(glm_card(rec, params, origin)), path)
-    return params

@@ -30,6 +30,7 @@ class NetConfig:
     decays: list[float] = field(default_factory=list)   # generative coupling: zeta channel s is scaled by 1/(1 - decays[s])
     self_gain_max: float | None = None   # generative: bound on each neuron's net self-excitation (None: unbounded)
     saturation_penalty: float = 0.0      # generative: weight of Net.saturation_excess in the loss (0: off)
+    glm_base: bool = False               # generative: the loss adds a base log-rate (the fitted GLM's) carried in the target
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -154,6 +155,7 @@ class Net(nn.Module):
         if H % (2**levels) or W % (2**levels):
             raise ValueError(f"canvas {H}x{W} is not divisible by 2^{levels} for a {levels + 1}-level UNet")
         self.unet = UNet(cfg.in_channels, list(cfg.widths))
+        self.base: tuple[torch.Tensor, ...] | None = None
         if cfg.kind == "decoder":
             self.head = DecoderHead(cfg, self.unet.out_channels)
         elif cfg.kind == "generative":
@@ -164,6 +166,24 @@ class Net(nn.Module):
     def forward(self, zeta: torch.Tensor) -> torch.Tensor:
         return self.head(self.unet(zeta), zeta)
 
+    def set_base(self, weights, bias, basis, pixels, eta_max: float) -> None:
+        """model.glm_base: the fitted GLM (weights (B*D, D), bias (D,), basis (L, B)) and each channel's
+        pixel, so saturation_excess judges a firing pattern under the GLM's log-rate plus the network's."""
+        f = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+        self.base = (f(weights), f(bias), f(basis), torch.as_tensor(pixels, dtype=torch.long), float(eta_max))
+
+    def _base_eta(self, on: torch.Tensor, period: torch.Tensor, phase: torch.Tensor, count: float) -> torch.Tensor:
+        """(n, H*W) the GLM's log-rate (0 off the channels' pixels) after each subset `on` fired `count`
+        spikes every `period` bins, last `phase` bins ago, for as long as the GLM's filters reach."""
+        w, b, basis, pix, eta_max = self.base
+        L, B = basis.shape
+        j = torch.arange(L, dtype=torch.float32)[None]
+        fire = ((j >= phase) & (torch.remainder(j - phase, period) == 0)).float() * count      # (n, L)
+        on_ch = on[:, pix].float()                                                            # (n, D)
+        feat = ((fire @ basis)[:, :, None] * on_ch[:, None, :]).flatten(1)                    # feature b*D + e
+        eta = (feat @ w + b).clamp(max=eta_max)
+        return torch.zeros(on.shape[0], on.shape[1]).index_copy(1, pix, eta)
+
     def saturation_excess(self, occupied: torch.Tensor, levels: int, n: int = 32) -> torch.Tensor:
         """How far sustained firing feeds itself, through every path (UNet included). For n random
         subsets of the neurons (fractions u^3, u uniform: down to single neurons) firing at the quantizer's top level
@@ -173,7 +193,9 @@ class Net(nn.Module):
         of max(E[q(x)] - q/(2P), 0) over firing neurons: at zero each such pattern at least halves,
         so none is a fixed point (nor, with sampling noise, near one) that the model falls into when
         fed its own samples (runaway sampling: on mc_maze a subset firing ~1000 every other bin),
-        while the rates above silence that the task drives stay free."""
+        while the rates above silence that the task drives stay free. With a GLM base (glm_base) a
+        firing neuron's excess is counted above what the GLM alone gives it: the network must not
+        make a pattern more self-sustaining than its (stable) base."""
         H, W = self.cfg.canvas
         S = self.cfg.in_channels
         M = max(int(levels), 2)
@@ -185,25 +207,45 @@ class Net(nn.Module):
         on = (torch.rand(n, H * W) < torch.rand(n, 1) ** 3) & occupied      # small subsets too: one neuron can run away
         z = (on[:, None, :] * level[:, :, None]).view(n, S, H, W)
         eta = self(z).flatten(1)
-        if self.cfg.likelihood == "poisson":        # E[min(x, M-1)] / (M-1) for x ~ Poisson(exp(eta))
+        allowed = q / (2 * period)
+        if self.base is not None:                   # the network may not add to what the GLM alone sustains
+            base = self._base_eta(on, period, phase, float(M - 1))
+            eta = eta + base
+            allowed = torch.maximum(allowed, self._expected_level(base, M).detach())
+        return ((self._expected_level(eta, M) - allowed).clamp(min=0) * on).sum() / on.sum().clamp(min=1)
+
+    def _expected_level(self, eta: torch.Tensor, M: int) -> torch.Tensor:
+        """E[q] of the next bin at log-rate (logit) eta: E[min(x, M-1)] / (M-1) for x ~ Poisson(exp(eta)),
+        or P(spike) for Bernoulli."""
+        if self.cfg.likelihood == "poisson":
             eta = eta.clamp(max=20)
             k = torch.arange(M - 1, dtype=eta.dtype)
             pk = torch.exp(k * eta[..., None] - eta.exp()[..., None] - torch.lgamma(k + 1))
-            expect = ((k * pk).sum(-1) + (M - 1) * (1 - pk.sum(-1)).clamp(min=0)) / (M - 1)
-        else:                                       # a spike (q = 1) with probability sigmoid(eta)
-            expect = torch.sigmoid(eta)
-        return ((expect - q / (2 * period)).clamp(min=0) * on).sum() / on.sum().clamp(min=1)
+            return ((k * pk).sum(-1) + (M - 1) * (1 - pk.sum(-1)).clamp(min=0)) / (M - 1)
+        return torch.sigmoid(eta)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean loss over valid entries. Decoder: MSE, mask (B, K) excludes NaN behaviour.
-        Generative: BCE or Poisson NLL at occupied pixels, mask (H*W,) marks them."""
+        Generative: BCE or Poisson NLL at occupied pixels, mask (H*W,) marks them; with glm_base the
+        target is [next counts | base log-rate] (B, 2N), and the base is added to the logits."""
         if self.cfg.kind == "decoder":
             err = torch.where(mask, out - torch.nan_to_num(target), torch.zeros((), dtype=out.dtype))
             return (err**2).sum() / mask.sum().clamp(min=1)
         logits = out.flatten(1)[:, mask]
+        if self.cfg.glm_base:
+            target, base = target.chunk(2, dim=1)
+            logits = logits + base
         if self.cfg.likelihood == "poisson":
             return F.poisson_nll_loss(logits, target, log_input=True, full=False)
         return F.binary_cross_entropy_with_logits(logits, (target > 0).to(logits.dtype))
+
+    @torch.no_grad()
+    def zero_generative_output(self) -> None:
+        """Every path of the generative head outputs zero (UNet features still flow, so gradients
+        reach them): with glm_base the model starts exactly at the GLM."""
+        head = self.head
+        for t in (head.proj.weight, head.proj.bias, head.own, head.bias):
+            t.zero_()
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -63,11 +63,31 @@ def remove_stale(out: Path, log) -> None:
         log(f"{out}: removed {', '.join(f.name for f in stale)} of an earlier run")
 
 
+def fit_base(prep, cfg: dict, time_limit: float | None, log=print) -> None:
+    """model.glm_base: fit the coupled GLM on the split first (the same fit as the reference), and
+    give prep its log-rate for every bin (continuous history, like zeta), which training adds to the
+    network's logits; the exported step graph computes it from its own GLM history state."""
+    import numpy as np
+
+    from .glm import fit_glm
+
+    try:
+        params = fit_glm(prep.rec, prep.split, cfg["model"]["likelihood"], cfg["baselines"]["glm"], time_limit, log)
+    except ConfigError as e:
+        raise ConfigError(where(cfg.get("_source", "<config>"), str(e))) from None
+    prep.base = params
+    prep.base_eta = params.eta(prep.rec.counts).astype(np.float32)
+    log(f"glm base: fitted in {params.info['fit_cpu_seconds']:.1f} s CPU (l2 {params.info['l2']}); "
+        f"the network learns what it adds to the GLM's log-rate, starting from zero")
+
+
 def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg: dict, out: Path,
-                   time_limit: float | None = None, log=print, run_id: str = "", progress: bool = True) -> dict:
+                   time_limit: float | None = None, log=print, run_id: str = "", progress: bool = True,
+                   glm=None) -> dict:
     """Fit each reference on the train block (the neural ones early-stopped on val), write
     OUT/<name>.onnx and score its step graph on the test block: {name: metrics}. Each card
-    carries the data fingerprint and run_id, like the model's."""
+    carries the data fingerprint and run_id, like the model's. glm: the GLM already fitted on
+    this split (model.glm_base), written instead of fitted again."""
     from rt_decoder.evaluation import evaluate_decoder
 
     res = {}
@@ -75,7 +95,14 @@ def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg:
         t0, c0 = time.perf_counter(), time.process_time()
         path = out / f"{name}.onnx"
         info: dict = {}
-        if name == "glm":
+        if name == "glm" and glm is not None:
+            from .glm import write_glm
+
+            write_glm(glm, rec, split, path, run_id)
+            p = glm
+            seconds, cpu = p.info.get("fit_seconds", 0.0), p.info.get("fit_cpu_seconds", 0.0)
+            info = {k: p.info[k] for k in ("l2", "n_bases", "n_bins", "val_ll_per_bin", "path")}
+        elif name == "glm":
             from .glm import train_glm
 
             try:
@@ -98,7 +125,8 @@ def run_references(rec: Recording, split: dict, lag: int, names: list[str], cfg:
             except ConfigError as e:
                 raise ConfigError(where(cfg.get("_source", "<config>"), str(e))) from None
             info = {"epochs": r.epochs, "stopped": r.stopped}
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if not (name == "glm" and glm is not None):
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         ev = evaluate_decoder(path, rec, "test", split_bounds=split, progress=progress)["model"]
         if name not in ("wiener", "kalman"):
             set_card_metrics(path, ev, {"run_id": run_id})
@@ -240,6 +268,8 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
     out = check_output_dir(out, "--out folder")
     rec = load_recording(path, cfg["bin_ms"], cfg.get("targets"))
     prep = prepare(rec, cfg)
+    if cfg["kind"] == "generative" and cfg["model"]["glm_base"]:
+        fit_base(prep, cfg, time_limit, log)
     run_id = new_run_id()
     if prep.nan_rows:
         log(f"{rec.source}: {prep.nan_rows} behaviour rows contain NaN; they are excluded from the loss and the metrics")
@@ -300,7 +330,8 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         if parallel is not None:
             metrics["baselines"] = parallel.results(log)
         else:
-            metrics["baselines"] = run_references(rec, prep.split, lag, names, cfg, out, time_limit, log, run_id=run_id)
+            metrics["baselines"] = run_references(rec, prep.split, lag, names, cfg, out, time_limit, log, run_id=run_id,
+                                                  glm=prep.base)
         metrics["baselines_seconds"] = round(time.perf_counter() - t0, 1)
         metrics["baselines_parallel"] = parallel is not None
         log(f"references {', '.join(names)} fitted and evaluated in {metrics['baselines_seconds']:.1f} s"

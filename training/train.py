@@ -90,7 +90,8 @@ def net_config(prep: Prepared, cfg: dict) -> NetConfig:
                      n_outputs=prep.n_outputs if cfg["kind"] == "decoder" else 0, widths=list(m["widths"]),
                      head_hidden=m["head_hidden"], head_layers=m["head_layers"], dropout=m["dropout"], likelihood=m["likelihood"],
                      coupling_rank=m["coupling_rank"] if cfg["kind"] == "generative" else 0, decays=list(prep.decays),
-                     self_gain_max=m["self_gain_max"], saturation_penalty=m["saturation_penalty"])
+                     self_gain_max=m["self_gain_max"], saturation_penalty=m["saturation_penalty"],
+                     glm_base=bool(m["glm_base"]) and cfg["kind"] == "generative")
 
 
 def build_model(prep: Prepared, cfg: dict) -> Model:
@@ -208,6 +209,11 @@ class Batches:
         # generative targets in pixel order: the loss reads logits at occupied pixels, ascending
         order = slice(None) if self.decoder else np.argsort(prep.pixels)
         self.target = torch.as_tensor(prep.target[:, order])
+        if getattr(model.net.cfg, "glm_base", False):      # [next counts | the GLM's log-rate for them]
+            if prep.base_eta is None:
+                raise ConfigError("model.glm_base: the GLM is fitted on one recording's split before training "
+                                  "(training/pipeline.py); multi-session training does not support it")
+            self.target = torch.cat([self.target, torch.as_tensor(prep.base_eta[:, order], dtype=torch.float32)], dim=1)
         a, b = prep.split["train"]
         self.train_rows = torch.as_tensor(np.flatnonzero(prep.valid[a:b]) + a)
         self.batch_size = t["batch_size"]
@@ -355,11 +361,18 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     torch.manual_seed(t["seed"])
     gen = torch.Generator().manual_seed(t["seed"])
     model = build_model(prep, cfg)
+    if prep.base is not None and model.net.cfg.glm_base:
+        from rt_decoder.glm import ETA_MAX
+
+        model.net.set_base(prep.base.weights, prep.base.bias, prep.base.basis, prep.pixels, ETA_MAX)
     if t["init_from"] and not resume:
         n = transfer_unet(model, t["init_from"])
         log(f"initialised {n} network tensors from {t['init_from']}")
     if cfg["kind"] == "generative" and not resume:
-        init_history(model, prep)
+        if model.net.cfg.glm_base:
+            model.net.zero_generative_output()      # start at the GLM; the network learns what it adds
+        else:
+            init_history(model, prep)
     batches = Batches(prep, cfg, model, gen)
     if len(batches) == 0:
         raise DataError(where(prep.rec.source, "no valid training rows (all behaviour NaN?)"))
@@ -399,6 +412,10 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
         log(f"resumed from {ckpt_path} at epoch {epoch} (best val {best_val:.4f})")
     elif resume:
         log(f"--resume: no checkpoint at {ckpt_path} yet; starting from scratch")
+    if model.net.cfg.kind == "generative" and getattr(model.net.cfg, "glm_base", False) and not resume:
+        model.eval()                     # the start (the GLM itself) is a candidate: ours then contains it
+        best_val = batches.val_loss()
+        log(f"glm base: validation loss {best_val:.4f} at the start (the GLM alone)")
     t0 = time.perf_counter() - elapsed
     clock["c0"] = compute_seconds(threads) - computed
     c0 = time.process_time()
