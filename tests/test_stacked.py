@@ -153,6 +153,15 @@ def test_multisession_refuses_a_stack():
         build([], _stacked_cfg("gru"))
 
 
+@pytest.mark.parametrize("training", [{"input_offset": 0.2}, {"keep": "last"}])
+def test_multisession_refuses_what_its_loop_does_not_do(training):
+    from training.multisession import build
+
+    key = next(iter(training))
+    with pytest.raises(ConfigError, match=f"training.{key} .* not supported in multi-session"):
+        build([], _stacked_cfg("none", **training))
+
+
 def test_gru_reference_trains_with_a_carried_state(tmp_path):
     """baselines.gru.carry: the reference trained on TBPTT streams (the regime model.stack uses,
     for a like-for-like comparison) exports a step graph that decodes simulated reaches."""

@@ -237,6 +237,11 @@ def build(sessions: list, cfg: dict) -> MultiModel:
     if cfg["model"]["stack"] != "none":
         raise ConfigError(where(cfg.get("_source", "<config>"), "model.stack is not supported in multi-session "
                                                                  "training yet; use model.stack none"))
+    t = cfg["training"]
+    for key, off, value in (("input_offset", 0.0, t["input_offset"]), ("keep", "best", t["keep"])):
+        if value != off:
+            raise ConfigError(where(cfg.get("_source", "<config>"), f"training.{key} {value} is not supported in "
+                                                                     f"multi-session training yet; use {off}"))
     sessions = [session_info(s) if isinstance(s, Session) else s for s in sessions]
     virtual = virtual_channels([s["channel_names"] for s in sessions])
     canvas = canvas_for(cfg, len(virtual))
