@@ -164,30 +164,6 @@ class Windows:
             yield self.rows(idx), self.target[idx], off > 0
 
 
-def fit_stacked(net: StackedNet, feats: torch.Tensor, target: torch.Tensor, pixels: torch.Tensor,
-                canvas: tuple[int, int], split: dict, hp: dict, gen: torch.Generator, time_limit: float | None = None,
-                progress: bool = True):
-    """Train on TBPTT windows with the references' loop (training/reference.fit_loop: AdamW,
-    LR halved on a validation plateau, early stopping, best weights restored)."""
-    from .reference import fit_loop
-
-    win = Windows(feats, target, pixels, canvas, split["train"], hp["streams"], hp["window"])
-
-    def batches(n: StackedNet):
-        s = None
-        for z, y, carry in win.epoch(gen):
-            out, s_last = n.sequence(z, s if carry else None)
-            s = s_last.detach()
-            yield n.loss(out, y)
-
-    def val_loss(n: StackedNet) -> float:
-        a, b = split["val"]
-        out = predict(n, win, a, b)
-        return float(n.loss(out, target[a:b]))
-
-    return fit_loop(f"stack {net.stack}", net, batches, val_loss, hp, time_limit, progress)
-
-
 @torch.no_grad()
 def predict(net: StackedNet, win: Windows, a: int, b: int, chunk: int = 1024) -> torch.Tensor:
     """Bins a..b as one stream from a zero second state -> normalized outputs (b - a, K)."""
