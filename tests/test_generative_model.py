@@ -11,11 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import glm_sample, train_on_counts  # noqa: E402
+
 from rt_decoder.cli import main  # noqa: E402
-from rt_decoder.generation import generate  # noqa: E402
-from rt_decoder.glm import GLMParams, glm_card, raised_cosine_basis  # noqa: E402
-from rt_decoder.recording import Recording, save_npz  # noqa: E402
-from rt_decoder.step_graph import save  # noqa: E402
+from rt_decoder.recording import Recording  # noqa: E402
 from rt_decoder.step_model import StepModel  # noqa: E402
 from training.config import DEFAULTS, _merge, validate  # noqa: E402
 from training.data import prepare  # noqa: E402
@@ -27,15 +26,7 @@ D = 12
 
 def _coupled_sample(path, T: int, seed: int = 0) -> np.ndarray:
     """Sparse binary spikes from a GLM: refractory neurons, neuron 2k drives neuron 2k+1 one bin later."""
-    basis = raised_cosine_basis(3, 8)
-    W = np.zeros((3, D, D))
-    W[0, np.arange(D), np.arange(D)] = -4.0
-    W[0, np.arange(0, D, 2), np.arange(1, D, 2)] = 3.5
-    rec = Recording(counts=np.zeros((5, D), int), bin_s=0.01, channel_names=[f"n{i}" for i in range(D)])
-    p = GLMParams(bias=np.full(D, -3.5), weights=W.reshape(3 * D, D), basis=basis, likelihood="bernoulli")
-    save(p.to_onnx(glm_card(rec, p)), path)
-    x, _ = generate(StepModel(path), T, seed=seed)
-    return x
+    return glm_sample(path, T, D, self_weight=-4.0, drive=3.5, bias=-3.5, likelihood="bernoulli", seed=seed)
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "poisson"])
@@ -89,15 +80,11 @@ def test_own_history_fit_finds_refractoriness():
 
 def test_train_writes_glm_bits_and_runaway_check(tmp_path, capsys):
     x = _coupled_sample(tmp_path / "truth.onnx", 6000)
-    rec = Recording(counts=x, bin_s=0.01, channel_names=[f"n{i}" for i in range(D)], source="sim").validate()
-    save_npz(rec, tmp_path / "sim.npz")
-    (tmp_path / "gen.yaml").write_text(
+    code = train_on_counts(tmp_path, x,
         "name: gen\nkind: generative\nretention: {decays: [0.0, 0.5, 0.875], quantizer: binary, levels: 2}\n"
         "model: {widths: [4], likelihood: bernoulli, coupling_rank: 8}\n"
         "training: {max_epochs: 4, batch_size: 256, threads: 1}\n"
         "baselines: {glm: {n_bases: 3, n_bins: 8, l2: [0.001, 0.0001]}}\n")
-    code = main(["train", "--config", str(tmp_path / "gen.yaml"), "--data", str(tmp_path / "sim.npz"),
-                 "--out", str(tmp_path / "run")])
     assert code == 0
     out = capsys.readouterr().out
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())

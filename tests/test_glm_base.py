@@ -12,12 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rt_decoder.cli import main  # noqa: E402
+from conftest import glm_sample, train_on_counts  # noqa: E402
+
 from rt_decoder.errors import ConfigError  # noqa: E402
-from rt_decoder.generation import generate  # noqa: E402
-from rt_decoder.glm import GLMParams, glm_card, raised_cosine_basis  # noqa: E402
-from rt_decoder.recording import Recording, save_npz  # noqa: E402
-from rt_decoder.step_graph import save  # noqa: E402
+from rt_decoder.recording import Recording  # noqa: E402
 from rt_decoder.step_model import StepModel  # noqa: E402
 from training.config import DEFAULTS, _merge, validate  # noqa: E402
 from training.data import prepare  # noqa: E402
@@ -36,15 +34,7 @@ def _cfg(**model) -> dict:
 
 def _poisson_glm_sample(path, T: int, seed: int = 0) -> np.ndarray:
     """Poisson counts from a stable coupled GLM: refractory neurons, neuron 2k drives neuron 2k+1."""
-    basis = raised_cosine_basis(3, 8)
-    W = np.zeros((3, D, D))
-    W[0, np.arange(D), np.arange(D)] = -2.0
-    W[0, np.arange(0, D, 2), np.arange(1, D, 2)] = 0.8
-    rec = Recording(counts=np.zeros((5, D), int), bin_s=0.01, channel_names=[f"n{i}" for i in range(D)])
-    p = GLMParams(bias=np.full(D, -2.5), weights=W.reshape(3 * D, D), basis=basis, likelihood="poisson")
-    save(p.to_onnx(glm_card(rec, p)), path)
-    x, _ = generate(StepModel(path), T, seed=seed)
-    return x
+    return glm_sample(path, T, D, self_weight=-2.0, drive=0.8, bias=-2.5, likelihood="poisson", seed=seed)
 
 
 def _prepared(tmp_path, T: int = 1500):
@@ -104,15 +94,11 @@ def test_the_penalty_counts_only_what_the_network_adds(tmp_path):
 
 def test_train_fits_the_glm_once_and_starts_from_it(tmp_path, capsys):
     x = _poisson_glm_sample(tmp_path / "truth.onnx", 5000)
-    rec = Recording(counts=x, bin_s=0.01, channel_names=[f"n{i}" for i in range(D)], source="sim").validate()
-    save_npz(rec, tmp_path / "sim.npz")
-    (tmp_path / "gen.yaml").write_text(
+    code = train_on_counts(tmp_path, x,
         "name: gen\nkind: generative\nretention: {decays: [0.0, 0.5, 0.875], levels: 4}\n"
         "model: {widths: [4], likelihood: poisson, glm_base: true, self_gain_max: 0.0}\n"
         "training: {max_epochs: 3, batch_size: 256, threads: 1}\n"
         "baselines: {glm: {n_bases: 3, n_bins: 8, l2: [0.001, 0.0001]}}\n")
-    code = main(["train", "--config", str(tmp_path / "gen.yaml"), "--data", str(tmp_path / "sim.npz"),
-                 "--out", str(tmp_path / "run")])
     assert code == 0
     cap = capsys.readouterr()
     out = cap.out + cap.err
