@@ -209,7 +209,7 @@ class Batches:
         # generative targets in pixel order: the loss reads logits at occupied pixels, ascending
         order = slice(None) if self.decoder else np.argsort(prep.pixels)
         self.target = torch.as_tensor(prep.target[:, order])
-        if getattr(model.net.cfg, "glm_base", False):      # [next counts | the GLM's log-rate for them]
+        if model.net.cfg.glm_base:      # [next counts | the GLM's log-rate for them]
             if prep.base_eta is None:
                 raise ConfigError("model.glm_base: the GLM is fitted on one recording's split before training "
                                   "(training/pipeline.py); multi-session training does not support it")
@@ -221,9 +221,11 @@ class Batches:
         self.counts = torch.as_tensor(prep.rec.counts, dtype=torch.float32)
         # zeta precomputed (numpy, the step graph's recurrence) whenever the quantizer is fixed
         self.feats = None if prep.feats is None else torch.as_tensor(prep.feats)
-        r = cfg["retention"]
-        q = quantize(self.counts[a:b], levels=r["levels"], kind="levels" if r["quantizer"] == "learned" else r["quantizer"])
-        self.channel_sd = self.image(q.std(0)[None, None])[0, 0]        # (H, W): the input offset's unit per pixel
+        self.channel_sd = None           # (H, W): training.input_offset's unit per pixel, when it is set
+        if t["input_offset"]:
+            r = cfg["retention"]
+            q = quantize(self.counts[a:b], levels=r["levels"], kind="levels" if r["quantizer"] == "learned" else r["quantizer"])
+            self.channel_sd = self.image(q.std(0)[None, None])[0, 0]
         self.stacked = isinstance(model.net, StackedNet)
         if self.stacked:      # TBPTT windows over precomputed zeta; the second state carried between them
             self.windows = Windows(self.feats, self.target, self.pixels, prep.canvas, (a, b), t["streams"], t["window"])
@@ -412,7 +414,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
         log(f"resumed from {ckpt_path} at epoch {epoch} (best val {best_val:.4f})")
     elif resume:
         log(f"--resume: no checkpoint at {ckpt_path} yet; starting from scratch")
-    if model.net.cfg.kind == "generative" and getattr(model.net.cfg, "glm_base", False) and not resume:
+    if model.net.cfg.glm_base and not resume:      # net_config sets it for generative models only
         model.eval()                     # the start (the GLM itself) is a candidate: ours then contains it
         best_val = batches.val_loss()
         log(f"glm base: validation loss {best_val:.4f} at the start (the GLM alone)")
