@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, where
-from .metrics import all_metrics
+from .metrics import all_metrics, idle_floor
 from .recording import Recording
 from .recording import split_bounds as default_split
 from .step_model import StepModel
@@ -121,7 +121,7 @@ def evaluate_decoder(
     out = _block_header(m, bounds, split, lo, hi) | {
         "units": list(m.card.units),
         "nan_rows_excluded": int(bad.sum()),
-        "model": all_metrics(y[~bad], pred[~bad]),
+        "model": all_metrics(y[~bad], pred[~bad], idle_floor(rec.behavior[slice(*bounds["train"])][:, cols])),
     }
     if return_predictions:
         out["predictions"] = pred

@@ -16,12 +16,29 @@ def _valid(y: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y[keep], yhat[keep]
 
 
-def r2(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
-    """Coefficient of determination per column: 1 - SS_res / SS_tot (rows with NaN dropped)."""
+IDLE_FRACTION = 0.01   # a block whose output varies by less than this fraction of its training sd: R2 undefined
+
+
+def r2(y: np.ndarray, yhat: np.ndarray, min_sd: np.ndarray | None = None) -> np.ndarray:
+    """Coefficient of determination per column: 1 - SS_res / SS_tot (rows with NaN dropped).
+
+    NaN where the truth does not vary, or varies by less than `min_sd` (per column): there SS_tot
+    is rounding noise and R2 runs to -1e3 for any decoder (an idle cursor), which says nothing."""
     y, yhat = _valid(y, yhat)
     ss_res = ((y - yhat) ** 2).sum(axis=0)
     ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
-    return 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, np.nan)
+    ok = ss_tot > 0
+    if min_sd is not None:
+        ok &= ~(y.std(axis=0) < np.asarray(min_sd, dtype=np.float64))
+    return 1.0 - ss_res / np.where(ok, ss_tot, np.nan)
+
+
+def idle_floor(train_y: np.ndarray) -> np.ndarray | None:
+    """Per-column sd below which a scored block counts as idle: IDLE_FRACTION of the training
+    block's sd (None without at least two finite training rows)."""
+    y = np.asarray(train_y, dtype=np.float64)
+    y = y[np.all(np.isfinite(y), axis=1)] if y.ndim == 2 else y[np.isfinite(y)]
+    return IDLE_FRACTION * y.std(axis=0) if len(y) >= 2 else None
 
 
 def rmse(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
@@ -37,10 +54,19 @@ def corr(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     return (yc * pc).sum(axis=0) / np.where(den > 0, den, np.nan)
 
 
-def all_metrics(y: np.ndarray, yhat: np.ndarray) -> dict[str, list[float]]:
-    """{"r2": [...], "rmse": [...], "corr": [...]} as plain floats for JSON."""
+def all_metrics(y: np.ndarray, yhat: np.ndarray, min_sd: np.ndarray | None = None) -> dict[str, list[float]]:
+    """{"r2": [...], "rmse": [...], "corr": [...]} as plain floats for JSON (min_sd: see r2)."""
     return {
-        "r2": [float(v) for v in r2(y, yhat)],
+        "r2": [float(v) for v in r2(y, yhat, min_sd)],
         "rmse": [float(v) for v in rmse(y, yhat)],
         "corr": [float(v) for v in corr(y, yhat)],
     }
+
+
+def undefined_note(outputs: list[str], r2s: list[float], block: str = "test") -> str | None:
+    """One line naming the outputs whose R2 is undefined (NaN), and why; None if there are none."""
+    bad = [o for o, v in zip(outputs, r2s) if not np.isfinite(v)]
+    if not bad:
+        return None
+    return (f"R2 undefined for {', '.join(bad)}: the {block} block's behaviour does not vary there (sd under "
+            f"{IDLE_FRACTION:.0%} of the training block's: an idle cursor or a still animal); score a block with movement")

@@ -110,6 +110,26 @@ def test_no_behaviour_and_tiny_block(files, tmp_path):
         evaluate_decoder(d / "wiener.onnx", rec.slice(0, 4))
 
 
+def test_r2_of_an_idle_block_is_undefined_and_said_once(files, tmp_path, capsys):
+    """A test block where the cursor rests (Spike_07-20's last 20%: sd 0.00 vs 3.0 in training)
+    gives R2 of -1e3 for any decoder; it is NaN instead, and the table says why in one line."""
+    d, rec = files
+    lo = split_bounds(rec.n_bins)["test"][0]
+    y = rec.behavior.copy()
+    rng = np.random.default_rng(0)
+    y[lo:, 0] = 1.5 + 1e-4 * rng.standard_normal(rec.n_bins - lo)     # pos_x at rest, tracking noise only
+    idle = replace(rec, behavior=y)
+    res = evaluate_decoder(d / "wiener.onnx", idle)
+    assert np.isnan(res["model"]["r2"][0])
+    np.testing.assert_allclose(res["model"]["r2"][1:], evaluate_decoder(d / "wiener.onnx", rec)["model"]["r2"][1:])
+    assert np.isfinite(res["model"]["rmse"][0])
+    save_npz(idle, tmp_path / "idle.npz")
+    assert main(["evaluate", str(d / "wiener.onnx"), "--data", str(tmp_path / "idle.npz")]) == 0
+    out = capsys.readouterr().out
+    warn = [line for line in out.splitlines() if "WARNING" in line]
+    assert len(warn) == 1 and "R2 undefined for pos_x:" in warn[0] and "test block" in warn[0]
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_chestek_baselines(capsys, tmp_path):
