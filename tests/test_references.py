@@ -245,3 +245,24 @@ def test_bench_accuracy_over_seeds_shows_mean_and_spread(tmp_path, capsys, monke
     assert float(ours[4]) == pytest.approx(np.mean(per_seed), abs=1e-4)
     assert float(ours[5]) == pytest.approx(np.std(per_seed), abs=1e-4) and int(ours[6]) == 2
     assert (tmp_path / "b" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_accuracy_chart_and_table_take_an_undefined_r2(tmp_path):
+    """A recording whose test block is idle has R2 NaN for every model (rt_decoder.metrics.r2); the
+    table shows nan and the chart leaves its bars out instead of failing on NaN axis limits."""
+    from training import bench
+
+    lat = {"p50_ms": 0.1, "p99_ms": 0.2}
+
+    def result(dataset: str, ours: float, gru: float) -> dict:
+        return {"dataset": dataset, "config": "default", "seed": 0, "lag_bins": 0, "train_seconds": 1.0,
+                "train_cpu_seconds": 1.0, "model": {"r2": [ours, ours]}, "latency": {"ours": lat, "gru": lat},
+                "baselines": {"gru": {"r2": [gru, gru], "train_seconds": 1.0, "train_cpu_seconds": 1.0}}}
+
+    results = [result("spike_wf_0720", float("nan"), float("nan")), result("chestek", 0.97, 0.96)]
+    table = bench.accuracy_table(results)
+    idle = [ln.split() for ln in table.splitlines() if ln.startswith("spike_wf_0720")]
+    assert len(idle) == 2 and all(row[4] == "nan" for row in idle)
+    png = tmp_path / "acc.png"
+    bench.accuracy_chart(results, png)
+    assert png.read_bytes()[:4] == b"\x89PNG"

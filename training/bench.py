@@ -197,7 +197,7 @@ def accuracy_chart(results: list[dict], path: Path) -> None:
     seeds = max((row["n"] for g in groups for row in g["rows"]), default=1)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("mean test R2" + (f" (mean +- sd over {seeds} seeds)" if seeds > 1 else ""))
-    lo = min((row["r2"] for g in groups for row in g["rows"]), default=0.0)
+    lo = min((row["r2"] for g in groups for row in g["rows"] if np.isfinite(row["r2"])), default=0.0)   # NaN: undefined R2
     ax.set_ylim(max(0.0, lo - 0.05) if lo > 0 else lo - 0.05, 1.0)
     ax.legend(ncol=len(models), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.grid(axis="y", alpha=0.3)
