@@ -21,6 +21,8 @@ from rt_decoder.layout import (
 )
 from rt_decoder.model_card import ModelCard, StateSpec
 from rt_decoder.retention import (
+    auto_levels,
+    clipped_fraction,
     decode_history,
     quantize,
     retention_parallel,
@@ -162,3 +164,19 @@ def test_recurrent_equals_parallel_property(counts, decays, levels):
     for k in range(counts.shape[0]):
         z = retention_step(z, q[k], decays)
     np.testing.assert_allclose(z, par[-1], atol=1e-12, rtol=0)
+
+
+def test_auto_levels_keep_four_unless_clipping_loses_spikes():
+    """Hand cases: the fraction of spikes above 3 counts decides; sparse data keep 4 levels."""
+    sparse = np.array([[0, 1], [2, 3], [1, 0]])
+    assert clipped_fraction(sparse, 4) == 0.0 and auto_levels(sparse) == 4
+    busy = np.array([[5, 0], [1, 1], [0, 3]])          # 10 spikes, 2 above 3 -> 20% clipped
+    assert clipped_fraction(busy, 4) == pytest.approx(0.2) and auto_levels(busy) == 8
+    at_limit = np.ones((1, 1000))
+    at_limit[0, :5] = 5                                 # 1020 spikes, 10 above 3: 0.98% -> still 4 levels
+    assert clipped_fraction(at_limit, 4) == pytest.approx(10 / 1020) and auto_levels(at_limit) == 4
+    at_limit[0, 5] = 5                                  # 1024 spikes, 12 above 3: 1.2% -> 8 levels
+    assert auto_levels(at_limit) == 8
+    one_in_a_hundred = np.concatenate([np.ones(99), [2.0]])     # 101 spikes, none above 3
+    assert auto_levels(one_in_a_hundred[None]) == 4
+    assert clipped_fraction(np.zeros((3, 2)), 4) == 0.0 and auto_levels(np.zeros((3, 2))) == 4

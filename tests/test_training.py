@@ -293,3 +293,35 @@ def test_keep_returns_the_best_or_the_last_weights(tmp_path, keep):
         assert res.epochs == 8 and res.stopped == "max epochs"
     else:
         assert res.best_val == min(vals)
+
+
+def test_levels_auto_is_resolved_on_the_training_block(tmp_path, capsys):
+    """retention.levels: auto becomes a number before training: the one auto_levels picks on the
+    training block, written into the step graph's card and said in one log line."""
+    from rt_decoder.model_card import read_card
+    from rt_decoder.recording import split_bounds
+    from rt_decoder.retention import auto_levels
+
+    data, rec = _session(tmp_path, minutes=1.0)
+    from dataclasses import replace
+
+    sparse = np.minimum(rec.counts, 1)                  # at most one spike per bin: 4 levels lose nothing
+    busy = rec.counts * 3                               # 3x the counts: clipping at 3 loses spikes
+    save_npz(replace(rec, counts=sparse), tmp_path / "sparse.npz")
+    save_npz(replace(rec, counts=busy), tmp_path / "busy.npz")
+    (tmp_path / "auto.yaml").write_text(SMALL.replace("levels: 4", "levels: auto").replace("max_epochs: 30", "max_epochs: 2"))
+    a, b = split_bounds(rec.n_bins)["train"]
+    for name, counts in (("sparse", sparse), ("busy", busy)):
+        out = tmp_path / name
+        code, _, err = _cli(["train", "--config", str(tmp_path / "auto.yaml"), "--data", str(tmp_path / f"{name}.npz"),
+                             "--out", str(out), "--no-baselines"], capsys)
+        assert code == 0, err
+        want = auto_levels(counts[a:b])
+        assert read_card(out / "model.onnx").levels == want
+        assert [ln for ln in err.splitlines() if ln.startswith("retention.levels auto:")] == [
+            next(ln for ln in err.splitlines() if ln.startswith("retention.levels auto:"))]
+        assert f"auto: {want} (" in err
+    assert read_card(tmp_path / "sparse" / "model.onnx").levels == 4 and read_card(tmp_path / "busy" / "model.onnx").levels == 8
+    (tmp_path / "bad.yaml").write_text(SMALL.replace("levels: 4", "levels: many"))
+    code, _, err = _cli(["train", "--config", str(tmp_path / "bad.yaml"), "--data", str(data), "--out", str(tmp_path / "x")], capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "retention.levels" in err

@@ -266,7 +266,7 @@ def compare_baselines(rec: Recording, split: dict, cfg: dict, out: Path, scratch
     from rt_decoder.evaluation import evaluate_baselines
 
     from .config import load_config
-    from .data import prepare
+    from .data import prepare, resolve_levels
     from .export import export_step_graph
     from .train import fit as fit_model
 
@@ -283,6 +283,7 @@ def compare_baselines(rec: Recording, split: dict, cfg: dict, out: Path, scratch
     scfg["training"]["seed"] = seed
     if scratch_time_limit is not None:
         scfg["training"]["time_limit_s"] = scratch_time_limit
+    scfg = resolve_levels(scfg, rec, split=split)
     t0 = time.perf_counter()
     prep = prepare(rec, scfg, split=split)
     fitted = fit_model(prep, scfg, folder / "scratch.pt", log=lambda s: None)

@@ -15,7 +15,13 @@ import numpy as np
 from rt_decoder.errors import DataError, where
 from rt_decoder.layout import map_layout, raster_layout, similarity_layout
 from rt_decoder.recording import Recording, split_bounds
-from rt_decoder.retention import quantize, retention_parallel_f32, shift_for_lag
+from rt_decoder.retention import (
+    auto_levels,
+    clipped_fraction,
+    quantize,
+    retention_parallel_f32,
+    shift_for_lag,
+)
 
 from .config import canvas_for
 
@@ -53,6 +59,20 @@ def check_lengths(rec: Recording, split: dict[str, tuple[int, int]]) -> None:
             need = max(int(np.ceil(MIN_BINS[k] / f)) for k, f in (("train", 0.7), ("val", 0.1), ("test", 0.2)))
             raise DataError(where(rec.source, f"{rec.n_bins} bins are too few to train: the {name} block has {b - a} "
                                               f"bins, needs >= {MIN_BINS[name]} (about {need} bins in all)"))
+
+
+def resolve_levels(cfg: dict, rec: Recording, log=None, split: dict | None = None) -> dict:
+    """The config with retention.levels: auto replaced by a number chosen on the training block
+    (rt_decoder.retention.auto_levels), so the step graph, card and metrics.json hold the number."""
+    r = cfg["retention"]
+    if r["levels"] != "auto":
+        return cfg
+    a, b = (split or split_bounds(rec.n_bins, cfg["split"]["val"], cfg["split"]["test"]))["train"]
+    levels = auto_levels(rec.counts[a:b])
+    if log is not None:
+        log(f"retention.levels auto: {levels} (4 levels would clip {clipped_fraction(rec.counts[a:b], 4):.1%} "
+            "of the training block's spikes)")
+    return {**cfg, "retention": {**r, "levels": levels}}
 
 
 def prepare(rec: Recording, cfg: dict, split: dict[str, tuple[int, int]] | None = None) -> Prepared:

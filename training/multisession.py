@@ -111,6 +111,9 @@ def load_sessions(paths: list[str], cfg: dict, log=print, cache_dir: str | Path 
         raise ConfigError(where(cfg.get("_source", "<config>"), "multi-session training is for decoders (kind: decoder)"))
     if cfg["retention"]["quantizer"] == "learned":
         raise ConfigError(where(cfg.get("_source", "<config>"), "multi-session training needs a fixed quantizer (binary or levels)"))
+    if cfg["retention"]["levels"] == "auto":
+        raise ConfigError(where(cfg.get("_source", "<config>"), "retention.levels: auto is chosen per recording; "
+                                "multi-session training shares one quantizer: give a number (4 or 8)"))
     sessions: list[Session] = []
     scfg = json.loads(json.dumps({k: v for k, v in cfg.items() if k != "_source"}))
     scfg["retention"]["layout"], scfg["retention"]["canvas"] = "raster", None   # per-session layout is unused

@@ -24,7 +24,7 @@ from rt_decoder.recording import Recording
 from rt_decoder.step_graph import save
 
 from .config import torch_threads
-from .data import prepare
+from .data import prepare, resolve_levels
 from .export import export_step_graph
 from .train import fit
 
@@ -267,6 +267,7 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
     names = reference_names(cfg, baselines)       # a wrong name fails now, not after training
     out = check_output_dir(out, "--out folder")
     rec = load_recording(path, cfg["bin_ms"], cfg.get("targets"))
+    cfg = resolve_levels(cfg, rec, log)
     prep = prepare(rec, cfg)
     if cfg["kind"] == "generative" and cfg["model"]["glm_base"]:
         fit_base(prep, cfg, time_limit, log)
