@@ -88,6 +88,8 @@ def prepare(rec: Recording, cfg: dict, split: dict[str, tuple[int, int]] | None 
         split = split_bounds(T, cfg["split"]["val"], cfg["split"]["test"])
     check_lengths(rec, split)
     rcfg = cfg["retention"]
+    if rcfg["levels"] == "auto":
+        raise ValueError("retention.levels is auto: resolve_levels(cfg, rec) picks the number before prepare")
     canvas = canvas_for(cfg, D)
     if canvas[0] * canvas[1] < D:
         raise DataError(where(rec.source, f"{D} channels do not fit the configured canvas {canvas[0]}x{canvas[1]}"))
