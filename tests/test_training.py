@@ -324,4 +324,4 @@ def test_levels_auto_is_resolved_on_the_training_block(tmp_path, capsys):
     assert read_card(tmp_path / "sparse" / "model.onnx").levels == 4 and read_card(tmp_path / "busy" / "model.onnx").levels == 8
     (tmp_path / "bad.yaml").write_text(SMALL.replace("levels: 4", "levels: many"))
     code, _, err = _cli(["train", "--config", str(tmp_path / "bad.yaml"), "--data", str(data), "--out", str(tmp_path / "x")], capsys)
-    assert code != 0 and len(err.strip().splitlines()) == 1 and "retention.levels" in err
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "retention.levels" in err and "or auto" in err

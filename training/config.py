@@ -169,7 +169,10 @@ def validate(cfg: dict, src: str) -> dict:
     if not isinstance(decays, list) or not decays or not all(
             isinstance(g, (int, float)) and not isinstance(g, bool) and 0 <= g < 1 for g in decays):
         raise ConfigError(where(src, f"retention.decays must be a non-empty list of numbers in [0, 1), got {decays!r}"))
-    if cfg["retention"]["levels"] != "auto":      # auto: chosen from the training block (training/data.py resolve_levels)
+    levels = cfg["retention"]["levels"]
+    if isinstance(levels, str) and levels != "auto":
+        raise ConfigError(where(src, f"retention.levels must be an integer >= 2 and <= 256, or auto, got {levels!r}"))
+    if levels != "auto":      # auto: chosen from the training block (training/data.py resolve_levels)
         _num(cfg, src, "retention.levels", lo=2, hi=256, integer=True)
     canvas = cfg["retention"]["canvas"]
     if canvas is not None and canvas != "fit" and not (isinstance(canvas, list) and len(canvas) == 2
