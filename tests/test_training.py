@@ -13,7 +13,7 @@ from rt_decoder.cli import main  # noqa: E402
 from rt_decoder.errors import ConfigError  # noqa: E402
 from rt_decoder.recording import Recording, save_npz  # noqa: E402
 from training.config import DEFAULTS, _merge, load_config, validate  # noqa: E402
-from training.data import prepare  # noqa: E402
+from training.data import prepare, resolve_levels  # noqa: E402
 
 SMALL = """
 name: small
@@ -282,6 +282,7 @@ def test_keep_returns_the_best_or_the_last_weights(tmp_path, keep):
                                                "model": {"widths": [4], "head_hidden": 16, "stack": "none"},
                                                "training": {"max_epochs": 8, "patience": 1, "keep": keep,
                                                             "threads": 1, "lr": 0.02}}, "<test>"), "<test>")
+    cfg = resolve_levels(cfg, rec)          # the shipped default says levels: auto
     res = fit(prepare(rec, cfg), cfg, tmp_path / "ck.pt", log=lambda *_: None)
     ck = torch.load(tmp_path / "ck.pt", weights_only=False)
     want = ck["model" if keep == "last" else "best_model"]
