@@ -55,3 +55,15 @@ def train_on_counts(tmp_path: Path, x, config_text: str) -> int:
     (tmp_path / "gen.yaml").write_text(config_text)
     return main(["train", "--config", str(tmp_path / "gen.yaml"), "--data", str(tmp_path / "sim.npz"),
                  "--out", str(tmp_path / "run")])
+
+
+def network_logits(model, prep):
+    """The generative network's per-channel logit for every bin of prep's recording, in torch (the
+    step graph's twin): zeta image -> net -> the occupied pixels, as numpy (T, D)."""
+    import torch
+
+    from training.train import to_image
+
+    with torch.no_grad():
+        img = to_image(torch.as_tensor(prep.feats), torch.as_tensor(prep.pixels), prep.canvas)
+        return model.net(img).flatten(1).numpy()[:, prep.pixels]

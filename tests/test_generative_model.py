@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import glm_sample, train_on_counts  # noqa: E402
+from conftest import glm_sample, network_logits, train_on_counts  # noqa: E402
 
 from rt_decoder.cli import main  # noqa: E402
 from rt_decoder.recording import Recording  # noqa: E402
@@ -19,7 +19,7 @@ from rt_decoder.step_model import StepModel  # noqa: E402
 from training.config import DEFAULTS, _merge, validate  # noqa: E402
 from training.data import prepare  # noqa: E402
 from training.export import export_step_graph  # noqa: E402
-from training.train import build_model, own_history_fit, to_image  # noqa: E402
+from training.train import build_model, own_history_fit  # noqa: E402
 
 D = 12
 
@@ -44,9 +44,7 @@ def test_own_history_and_coupling_paths_export_exactly(tmp_path, likelihood):
         model.net.head.coupling[2].weight.normal_(0, 0.3)
     export_step_graph(model, prep, cfg, tmp_path / "g.onnx")
     pred = StepModel(tmp_path / "g.onnx").run(rec.counts)
-    with torch.no_grad():
-        img = to_image(torch.as_tensor(prep.feats), torch.as_tensor(prep.pixels), prep.canvas)
-        logits = model.net(img).flatten(1).numpy()[:, prep.pixels]
+    logits = network_logits(model, prep)
     want = np.exp(logits) if likelihood == "poisson" else 1 / (1 + np.exp(-logits))
     np.testing.assert_allclose(pred, want, rtol=2e-5, atol=1e-6)
 

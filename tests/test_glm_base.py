@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import glm_sample, train_on_counts  # noqa: E402
+from conftest import glm_sample, network_logits, train_on_counts  # noqa: E402
 
 from rt_decoder.errors import ConfigError  # noqa: E402
 from rt_decoder.recording import Recording  # noqa: E402
@@ -21,7 +21,7 @@ from training.config import DEFAULTS, _merge, validate  # noqa: E402
 from training.data import prepare  # noqa: E402
 from training.export import export_step_graph  # noqa: E402
 from training.glm import fit_glm  # noqa: E402
-from training.train import build_model, to_image  # noqa: E402
+from training.train import build_model  # noqa: E402
 
 D = 12
 
@@ -63,9 +63,7 @@ def test_the_step_graph_is_the_glm_plus_the_network(tmp_path):
         model.net.head.coupling[2].weight.normal_(0, 0.3)
     export_step_graph(model, prep, cfg, tmp_path / "g2.onnx")
     pred = StepModel(tmp_path / "g2.onnx").run(rec.counts)
-    with torch.no_grad():
-        img = to_image(torch.as_tensor(prep.feats), torch.as_tensor(prep.pixels), prep.canvas)
-        net = model.net(img).flatten(1).numpy()[:, prep.pixels]
+    net = network_logits(model, prep)
     assert np.abs(net).mean() > 0.05           # the network's part is not negligible
     np.testing.assert_allclose(pred, np.exp(net + prep.base.eta(rec.counts)), rtol=5e-5, atol=1e-7)
 
