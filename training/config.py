@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
         "stack": "none",            # a second state over the first FC layer's features (training/stacked.py):
                                     # none | retention | gated | leaky | gru; trained on training.window x streams
         "stack_size": 256,          # its width
+        "dropout_mask": "bernoulli",  # bernoulli (torch's) | bytes: the stacked net's masks from random bytes, p
+                                    # rounded to 1/256; 3x cheaper on CPU (training/model.py ByteDropout)
     },
     "training": {
         "mode": "offline",          # offline (precomputed zeta, shuffled batches) | online (windows, TBPTT)
@@ -66,13 +68,16 @@ DEFAULTS: dict[str, Any] = {
                                     # last: the weights at the end of the cosine schedule, no early stopping
         "warmup_epochs": 1,
         "window": 128,              # online mode: bins per truncated-BPTT window
-        "streams": 32,              # online mode: parallel contiguous streams per batch
+        "streams": 32,              # online mode and model.stack: parallel contiguous streams per batch; auto (model.stack):
+                                    # 16-32, a batch of about 1/16 of the training block (training/stacked.py auto_streams)
         "seed": 0,
         "time_limit_s": None,
         "threads": 0,               # torch threads; 0 = auto: the cores the load average leaves idle (>= 1),
                                     # since on a busy 2-core machine 2 threads ran 10x slower than 1
         "init_from": None,          # a generative checkpoint whose UNet initialises the decoder
         "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
+        "precision": "fp32",        # fp32 | bf16: the stacked net's training forward in bfloat16 autocast (weights and
+                                    # loss stay fp32; export is fp32) | auto: bf16 where the CPU has bf16 units
         "input_offset": 0.0,        # a per-channel offset added to zeta, held over a window and shared by every decay
                                     # (a baseline-rate shift); its std in units of each channel's std in the train block
     },
@@ -112,6 +117,8 @@ CHOICES = {
     "model.stack": ("none", "retention", "gated", "leaky", "gru"),
     "training.mode": ("offline", "online"),
     "training.keep": ("best", "last"),
+    "training.precision": ("fp32", "bf16", "auto"),
+    "model.dropout_mask": ("bernoulli", "bytes"),
     "multisession.readin": ("linear", "gain"),
 }
 
@@ -212,7 +219,10 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, t + "patience", lo=1, integer=True)
     _num(cfg, src, t + "warmup_epochs", lo=0, integer=True)
     _num(cfg, src, t + "window", lo=2, integer=True)
-    _num(cfg, src, t + "streams", lo=1, integer=True)
+    if cfg["training"]["streams"] != "auto":
+        _num(cfg, src, t + "streams", lo=1, integer=True)
+    elif cfg["model"]["stack"] == "none":
+        raise ConfigError(where(src, "training.streams auto sizes model.stack's window batches; without a stack it needs a number"))
     _num(cfg, src, t + "seed", lo=0, integer=True)
     _num(cfg, src, t + "time_limit_s", lo=0, lo_open=True, optional=True)
     _num(cfg, src, t + "threads", lo=0, integer=True)
@@ -267,6 +277,16 @@ def validate(cfg: dict, src: str) -> dict:
     if cfg["retention"]["quantizer"] == "learned" and cfg["training"]["mode"] != "online":
         raise ConfigError(where(src, "retention.quantizer learned needs training.mode online (its zeta must be differentiable)"))
     return cfg
+
+
+def use_bf16(setting: str) -> bool:
+    """training.precision -> train in bfloat16 autocast? auto: only where oneDNN has bf16 kernels
+    (AVX512-BF16/AMX); elsewhere bf16 would be emulated and slower than fp32."""
+    if setting == "auto":
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return setting == "bf16"
 
 
 def torch_threads(setting: int) -> int:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import NetConfig, UNet
+from .model import NetConfig, UNet, dropout
 
 STACKS = ("none", "retention", "gated", "leaky", "gru")
 STACK_STATE = "stack_s"     # the step graph's name for the second state
@@ -51,7 +51,7 @@ class StackedNet(nn.Module):
             raise ValueError(f"canvas {H}x{W} is not divisible by 2^{levels} for a {levels + 1}-level UNet")
         self.unet = UNet(cfg.in_channels, list(cfg.widths))
         hid = cfg.head_hidden
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = dropout(cfg)
         self.fc1 = nn.Linear((self.unet.out_channels + cfg.in_channels) * H * W, hid)
         N = 0 if stack == "none" else state_size
         self.state_size = N
@@ -130,15 +130,25 @@ class StackedNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def auto_streams(bins: int, window: int) -> int:
+    """training.streams auto: a batch of windows holding about 1/16 of the training block, within
+    16-32 streams. A long recording takes bigger batches (half the optimizer steps of 16 streams,
+    and big enough for 2 threads to share), a short one keeps 16 streams and >= 16 steps per epoch
+    (32 streams left Nick_CO_001 8 steps per epoch and cost it 0.03 R2)."""
+    return int(min(32, max(16, bins // (16 * window))))
+
+
 class Windows:
     """Contiguous streams over the training block, read window by window (TBPTT); a random shift
     per epoch so windows differ between epochs. Yields (zeta image [L, B, S, H, W], target [L, B, K],
     continues) where continues says whether the state carries over from the previous window."""
 
     def __init__(self, feats: torch.Tensor, target: torch.Tensor, pixels: torch.Tensor, canvas: tuple[int, int],
-                 block: tuple[int, int], streams: int, window: int):
+                 block: tuple[int, int], streams: int | str, window: int):
         self.feats, self.target, self.pixels, self.canvas = feats, target, pixels, canvas
         a, b = block
+        if streams == "auto":
+            streams = auto_streams(b - a, window)
         n = max(1, min(streams, (b - a) // (2 * window)))
         edges = np.linspace(a, b, n + 1).astype(int)
         self.starts = torch.as_tensor(edges[:-1])
