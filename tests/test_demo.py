@@ -56,6 +56,9 @@ def test_demo_trains_with_the_shipped_default_config(tmp_path):
     assert StepModel(model).card.n_outputs == rec.behavior.shape[1]
     m = json.loads((model.parent / "metrics.json").read_text())
     assert m["config"] == "default" and set(m["baselines"]) == {"wiener"}
+    from training.config import use_bf16
+
+    assert m["precision"] == ("bf16" if use_bf16("auto") else "fp32")       # the default's precision: auto, resolved here
     assert any("--config" in ln and "default.yaml" in ln for ln in lines)
 
 

@@ -298,7 +298,7 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
     if partial and parallel is not None:
         parallel.cancel(kill=True)
         remove_stale(out, log)            # references a worker finished belong to no complete run
-    log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.cpu_seconds:.1f} s CPU, {res.threads} thread(s); "
+    log(f"trained {res.epochs} epochs in {res.seconds:.1f} s ({res.cpu_seconds:.1f} s CPU, {res.threads} thread(s), {res.precision}; "
         f"{res.stopped}); best validation loss {res.best_val:.4f}{kept_note(res)}; "
         f"{res.model.net.n_params()} parameters")
     if partial:
@@ -320,7 +320,7 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         "split": {k: [int(a), int(b)] for k, (a, b) in prep.split.items()},
         "model": model_metrics, "baselines": {},
         "train_seconds": round(res.seconds, 1), "train_cpu_seconds": round(res.cpu_seconds, 1),
-        "threads": res.threads, "data_sha256": fingerprint, "run_id": run_id, "partial": partial,
+        "threads": res.threads, "precision": res.precision, "data_sha256": fingerprint, "run_id": run_id, "partial": partial,
         "config": cfg["name"], "data": str(path), "epochs": res.epochs, "stopped": res.stopped, "weights": res.kept,
         "nan_rows_excluded": prep.nan_rows,
     }

@@ -82,6 +82,7 @@ class FitResult:
     stopped: str             # "early stopping", "max epochs", "time limit", "interrupted" (Ctrl-C)
     history: list[dict]
     kept: str = "best"       # the weights returned: "best" (validation) or "last" (training.keep)
+    precision: str = "fp32"  # the training forward's arithmetic (training.precision resolved on this machine)
 
 
 def net_config(prep: Prepared, cfg: dict) -> NetConfig:
@@ -505,7 +506,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     model.eval()
     return FitResult(model=model, best_val=best_val, epochs=epoch, seconds=time.perf_counter() - t0,
                      cpu_seconds=time.process_time() - c0, threads=threads,
-                     stopped=stopped, history=history, kept=kept)
+                     stopped=stopped, history=history, kept=kept, precision="bf16" if bf16 else "fp32")
 
 
 def _model_keys(cfg: dict) -> dict:
