@@ -229,3 +229,30 @@ def test_augment_offset_is_held_over_the_window_and_shared_by_decays() -> None:
     assert d[:, 0, 0].abs().max() == 0
     noisy = augment(x, 0.1, 0.0)
     assert not torch.equal(noisy[0], noisy[1])                  # white noise changes every value
+
+
+def test_stem_without_bias_gives_silent_pixels_zero_features_and_exports(tmp_path):
+    """model.stem_bias false (the default's): a zero zeta image gives exactly zero UNet features, so
+    empty and silent pixels add no constant FC inputs (with a bias they all carry relu(b), and
+    Adam moving those weights together killed every FC unit on ziv CA1); the graph still steps
+    like the torch network."""
+    rec = _poisson_rec()
+    cfg = _cfg(retention={"decays": [0.0, 0.5, 0.875, 0.96875]},
+               model={"widths": [4], "head_hidden": 32, "head_layers": 2, "stack": "gru", "stack_size": 24,
+                      "stem_bias": False},
+               training={"window": 16, "streams": 8, "threads": 1})
+    prep = prepare(rec, cfg)
+    torch.manual_seed(2)
+    model = build_model(prep, cfg).eval()
+    assert model.net.unet.stem.bias is None
+    zero = torch.zeros(3, 4, *prep.canvas)
+    assert torch.count_nonzero(model.net.unet(zero)) == 0
+    with_bias = build_model(prep, _cfg(**{**{k: cfg[k] for k in ("retention", "training")},
+                                          "model": {**cfg["model"], "stem_bias": True}})).eval()
+    assert torch.count_nonzero(with_bias.net.unet(zero)) > 0          # the constant the default avoids
+    export_step_graph(model, prep, cfg, tmp_path / "m.onnx")
+    got = StepModel(tmp_path / "m.onnx").run(rec.counts[:300])
+    want = _torch_block(model, prep, cfg, rec.counts[:300])
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
+    with pytest.raises(ConfigError, match="model.stem_bias must be true or false"):
+        _cfg(model={"stem_bias": "no"})

@@ -56,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
         "stack_size": 256,          # its width
         "dropout_mask": "bernoulli",  # bernoulli (torch's) | bytes: the stacked net's masks from random bytes, p
                                     # rounded to 1/256; 3x cheaper on CPU (training/model.py ByteDropout)
+        "stem_bias": True,          # false: the UNet's first conv has no bias, so silent pixels give zero features
+                                    # (with it, Adam could kill every FC unit in the first epoch: training/model.py UNet)
     },
     "training": {
         "mode": "offline",          # offline (precomputed zeta, shuffled batches) | online (windows, TBPTT)
@@ -240,6 +242,8 @@ def validate(cfg: dict, src: str) -> dict:
         if not isinstance(_get(cfg, path), str) or not _get(cfg, path):
             raise ConfigError(where(src, f"{path} must be a non-empty string, got {_get(cfg, path)!r}"))
     _num(cfg, src, "multisession.readin_l2", lo=0)
+    if not isinstance(cfg["model"]["stem_bias"], bool):
+        raise ConfigError(where(src, f"model.stem_bias must be true or false, got {cfg['model']['stem_bias']!r}"))
     if not isinstance(cfg["multisession"]["enabled"], bool) or not isinstance(cfg["multisession"]["output_affine"], bool):
         raise ConfigError(where(src, "multisession.enabled and multisession.output_affine must be true or false"))
     _num(cfg, src, "multisession.shards", lo=0, integer=True)

@@ -32,6 +32,7 @@ class NetConfig:
     saturation_penalty: float = 0.0      # generative: weight of Net.saturation_excess in the loss (0: off)
     glm_base: bool = False               # generative: the loss adds a base log-rate (the fitted GLM's) carried in the target
     dropout_mask: str = "bernoulli"      # bernoulli (nn.Dropout) | bytes (ByteDropout)
+    stem_bias: bool = True               # False: silent pixels give zero UNet features (UNet)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -65,9 +66,13 @@ class UNet(nn.Module):
     """Stem conv at full resolution, then one stride-2 conv per level down and a 2x2 transposed
     conv per level up with additive skips. Downsampling early keeps a 64x64 step in ~1 ms."""
 
-    def __init__(self, in_channels: int, widths: list[int]):
+    def __init__(self, in_channels: int, widths: list[int], stem_bias: bool = True):
         super().__init__()
-        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        # stem_bias False: a pixel whose zeta is zero (no electrode, or silent) gives zero features. With a
+        # bias it gives relu(b) everywhere: thousands of FC inputs carrying one constant, whose weights Adam
+        # moves together, a bias step hundreds of times the learning rate that killed every FC unit of a
+        # stacked decoder on ziv CA1 (452 cells, 24x24 canvas) in its first epoch.
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=stem_bias)
         self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
         self.mid = nn.Conv2d(widths[-1], widths[-1], 3, padding=1) if len(widths) > 1 else nn.Identity()
         self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, stride=2) for a, b in zip(widths, widths[1:]))
@@ -177,7 +182,7 @@ class Net(nn.Module):
         H, W = cfg.canvas
         if H % (2**levels) or W % (2**levels):
             raise ValueError(f"canvas {H}x{W} is not divisible by 2^{levels} for a {levels + 1}-level UNet")
-        self.unet = UNet(cfg.in_channels, list(cfg.widths))
+        self.unet = UNet(cfg.in_channels, list(cfg.widths), cfg.stem_bias)
         self.base: tuple[torch.Tensor, ...] | None = None
         if cfg.kind == "decoder":
             self.head = DecoderHead(cfg, self.unet.out_channels)

@@ -49,7 +49,7 @@ class StackedNet(nn.Module):
         levels = len(cfg.widths) - 1
         if H % (2**levels) or W % (2**levels):
             raise ValueError(f"canvas {H}x{W} is not divisible by 2^{levels} for a {levels + 1}-level UNet")
-        self.unet = UNet(cfg.in_channels, list(cfg.widths))
+        self.unet = UNet(cfg.in_channels, list(cfg.widths), cfg.stem_bias)
         hid = cfg.head_hidden
         self.drop = dropout(cfg)
         self.fc1 = nn.Linear((self.unet.out_channels + cfg.in_channels) * H * W, hid)

@@ -92,7 +92,8 @@ def net_config(prep: Prepared, cfg: dict) -> NetConfig:
                      head_hidden=m["head_hidden"], head_layers=m["head_layers"], dropout=m["dropout"], likelihood=m["likelihood"],
                      coupling_rank=m["coupling_rank"] if cfg["kind"] == "generative" else 0, decays=list(prep.decays),
                      self_gain_max=m["self_gain_max"], saturation_penalty=m["saturation_penalty"],
-                     glm_base=bool(m["glm_base"]) and cfg["kind"] == "generative", dropout_mask=m["dropout_mask"])
+                     glm_base=bool(m["glm_base"]) and cfg["kind"] == "generative", dropout_mask=m["dropout_mask"],
+                     stem_bias=m["stem_bias"])
 
 
 def build_model(prep: Prepared, cfg: dict) -> Model:
