@@ -135,3 +135,28 @@ def test_checkpoints_are_spaced_but_the_last_epoch_is_always_written(tmp_path, m
     monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY_S", 0.0)
     _fit(tmp_path, "k0", max_epochs=3)
     assert written == [1, 2, 3]
+
+
+def test_auto_threads_count_the_cores_busy_now():
+    """threads 0 reads the cores idle now, not the lagging load average: with every core held by a
+    busy process it takes one thread (2 threads on a busy 2-core machine ran 10x slower)."""
+    import os
+    import subprocess
+    import sys
+
+    from training.config import idle_cores, torch_threads
+
+    cores = os.cpu_count() or 1
+    assert torch_threads(3) == 3
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        import time
+
+        time.sleep(0.5)
+        idle = idle_cores()
+        assert idle is not None and idle < 0.5, idle
+        assert torch_threads(0) == 1
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()

@@ -74,7 +74,7 @@ DEFAULTS: dict[str, Any] = {
                                     # 16-32, a batch of about 1/16 of the training block (training/stacked.py auto_streams)
         "seed": 0,
         "time_limit_s": None,
-        "threads": 0,               # torch threads; 0 = auto: the cores the load average leaves idle (>= 1),
+        "threads": 0,               # torch threads; 0 = auto: the cores idle when training starts (>= 1),
                                     # since on a busy 2-core machine 2 threads ran 10x slower than 1
         "init_from": None,          # a generative checkpoint whose UNet initialises the decoder
         "input_noise": 0.0,         # std of Gaussian noise added to zeta during training
@@ -293,18 +293,40 @@ def use_bf16(setting: str) -> bool:
     return setting == "bf16"
 
 
+def idle_cores(window_s: float = 0.3) -> float | None:
+    """Cores idle now, from two reads of /proc/stat window_s apart (Linux; None elsewhere). The
+    1-minute load average lags: 75 s after a 2-core job it still read 0.64 on an idle machine."""
+    import os
+    import time
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)            # idle + iowait, all
+    try:
+        i0, t0 = read()
+        time.sleep(window_s)
+        i1, t1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (i1 - i0) / (t1 - t0) * (os.cpu_count() or 1) if t1 > t0 else None
+
+
 def torch_threads(setting: int) -> int:
-    """threads 0 (auto): cores minus the 1-minute load average, at least 1; else the setting."""
+    """threads 0 (auto): the cores idle now (idle_cores; else cores minus the 1-minute load
+    average), at least 1; else the setting."""
     import os
 
     if setting > 0:
         return int(setting)
     cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return 1
-    return max(1, min(cores, int(cores - load + 0.5)))
+    idle = idle_cores()
+    if idle is None:
+        try:
+            idle = cores - os.getloadavg()[0]
+        except OSError:
+            return 1
+    return max(1, min(cores, int(idle + 0.5)))
 
 
 def canvas_for(cfg: dict, n_channels: int) -> tuple[int, int]:
