@@ -67,3 +67,14 @@ def network_logits(model, prep):
     with torch.no_grad():
         img = to_image(torch.as_tensor(prep.feats), torch.as_tensor(prep.pixels), prep.canvas)
         return model.net(img).flatten(1).numpy()[:, prep.pixels]
+
+
+@pytest.fixture(autouse=True)
+def _normal_priority_after_each_test():
+    """`run` makes its calling thread SCHED_FIFO (rt_decoder/runtime/priority.py); in-process tests
+    would leave pytest's main thread there, and every later child process (and test) would inherit
+    a real-time policy that starves its own parent on 2 cores."""
+    yield
+    from rt_decoder.runtime.priority import normal_priority
+
+    normal_priority()

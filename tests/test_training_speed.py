@@ -148,7 +148,9 @@ def test_auto_threads_count_the_cores_busy_now():
 
     cores = os.cpu_count() or 1
     assert torch_threads(3) == 3
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    from rt_decoder.runtime.priority import normal_priority
+
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=normal_priority) for _ in range(cores)]
     try:
         import time
 
