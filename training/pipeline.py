@@ -284,7 +284,7 @@ def run_training(cfg: dict, data: str | None, out: str | Path, time_limit: float
         remove_stale(out, log)            # now: the workers write their references while ours trains
         parallel = ParallelReferences(rec, prep.split, lag, names, cfg, out, time_limit, run_id, jobs)
         log(f"references {', '.join(names)}: {jobs} worker processes, beside our model")
-        if cfg["training"]["threads"] == 0:       # auto would read the load average before the workers show in it
+        if cfg["training"]["threads"] == 0:       # auto would count the cores idle before the workers start on them
             import os
 
             cfg = {**cfg, "training": {**cfg["training"], "threads": max(1, (os.cpu_count() or 1) - jobs)}}
