@@ -232,7 +232,7 @@ def net_config_for(cfg: dict, n_decays: int, canvas: tuple[int, int], n_outputs:
     m = cfg["model"]
     return NetConfig(in_channels=n_decays, canvas=tuple(canvas), kind="decoder", n_outputs=n_outputs,
                      widths=list(m["widths"]), head_hidden=m["head_hidden"], head_layers=m["head_layers"],
-                     dropout=m["dropout"], likelihood="gaussian")
+                     dropout=m["dropout"], likelihood="gaussian", stem_bias=m["stem_bias"])
 
 
 def build(sessions: list, cfg: dict) -> MultiModel:
