@@ -18,7 +18,7 @@ from training.config import DEFAULTS, _merge, use_bf16, validate  # noqa: E402
 from training.data import prepare  # noqa: E402
 from training.export import export_step_graph  # noqa: E402
 from training.model import ByteDropout  # noqa: E402
-from training.stacked import Windows, auto_streams  # noqa: E402
+from training.stacked import Windows, auto_streams, predict  # noqa: E402
 from training.train import fit  # noqa: E402
 
 
@@ -107,8 +107,7 @@ def test_bf16_training_changes_the_arithmetic_not_the_exported_graph(tmp_path):
     got = StepModel(tmp_path / "m.onnx").run(rec.counts[:200])
     win = Windows(torch.as_tensor(prep.feats[:200]), torch.zeros(200, 2), torch.as_tensor(prep.pixels), prep.canvas,
                   (0, 200), 1, 200)
-    with torch.no_grad():
-        want = c.model.net.sequence(win.rows(torch.arange(200)[:, None]))[0][:, 0].numpy() * prep.out_std + prep.out_mean
+    want = predict(c.model.net, win, 0, 200).numpy() * prep.out_std + prep.out_mean
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
 
 
