@@ -75,3 +75,26 @@ def test_ablate_two_settings_resume_and_confirm(tmp_path, capsys):
 def test_ablate_bad_setting_is_one_line(tmp_path, capsys):
     p = _run(capsys, "--data", "syn=/nonexistent.npz", "--out", str(tmp_path), "--settings", "nope")
     assert p.returncode == 2 and "unknown nope" in p.stderr and "Traceback" not in p.stderr
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_every_setting_changes_what_it_names_and_nothing_else():
+    """Each setting is a valid config that differs from the current default in exactly its keys
+    (a setting the default has since adopted would measure nothing)."""
+    tool = _tool()
+    base = _flat(tool.config_for("default", 0, 10.0, 2))
+    for name, over in tool.SETTINGS.items():
+        cfg = _flat(tool.config_for(name, 0, 10.0, 2))
+        changed = {k for k in cfg if k != "name" and cfg[k] != base.get(k)}
+        assert changed == ({k for k, v in over.items() if base.get(k) != v}), name
+        assert changed or name == "default", f"{name} is the default now"
+    assert _flat(tool.config_for("levels4", 0, 10.0, 2))["retention.levels"] == 4

@@ -41,6 +41,7 @@ SETTINGS: dict[str, dict] = {
     "unet2": {"model.widths": [8, 16]},
     "unet3": {"model.widths": [8, 16, 32]},
     "similarity": {"retention.layout": "similarity"},
+    "levels4": {"retention.levels": 4},
     "levels8": {"retention.levels": 8},
     "binary": {"retention.quantizer": "binary", "retention.levels": 2},
     "head128": {"model.head_hidden": 128},
