@@ -249,8 +249,11 @@ def test_ctrl_c_exports_the_best_model_so_far_marked_partial(tmp_path, sig):
     out = tmp_path / "run"
     (out).mkdir()
     (out / "wiener.onnx").write_bytes(b"stale baseline of an earlier run")
+    # SIGINT at its default in the child: a shell without job control starts background jobs with SIGINT
+    # ignored, the ignore is inherited through exec, and Python then keeps it (no KeyboardInterrupt)
     p = subprocess.Popen([str(exe), "train", "--config", str(tmp_path / "long.yaml"), "--data", str(data),
-                          "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").exists() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
