@@ -142,17 +142,15 @@ def test_auto_threads_count_the_cores_busy_now():
     import os
     import subprocess
     import sys
+    import time
 
+    from rt_decoder.runtime.priority import normal_priority
     from training.config import idle_cores, torch_threads
 
     cores = os.cpu_count() or 1
     assert torch_threads(3) == 3
-    from rt_decoder.runtime.priority import normal_priority
-
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=normal_priority) for _ in range(cores)]
     try:
-        import time
-
         time.sleep(0.5)
         idle = idle_cores()
         assert idle is not None and idle < 0.5, idle
