@@ -71,9 +71,9 @@ def network_logits(model, prep):
 
 @pytest.fixture(autouse=True)
 def _normal_priority_after_each_test():
-    """`run` makes its calling thread SCHED_FIFO (rt_decoder/runtime/priority.py); in-process tests
-    would leave pytest's main thread there, and every later child process (and test) would inherit
-    a real-time policy that starves its own parent on 2 cores."""
+    """The benches' `raise_priority` makes the calling thread SCHED_FIFO for good (Runtime.run puts
+    it back itself); in-process tests would leave pytest's main thread there, and every later
+    child process (and test) would inherit a real-time policy that starves its parent on 2 cores."""
     yield
     from rt_decoder.runtime.priority import normal_priority
 

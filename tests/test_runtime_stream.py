@@ -223,3 +223,29 @@ def test_reset_zeroes_the_state_and_is_logged(model_path, tmp_path):
     want = np.vstack([ref.run(x[:10]), (ref.reset(), ref.run(x[10:]))[1]])
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert summary["resets"] == 1 and rerun_log(model_path, tmp_path / "s.jsonl")["exact"]
+
+
+def test_run_puts_its_calling_thread_back_at_its_own_priority(model_path):
+    """`run` makes the calling thread SCHED_FIFO for the loop; a caller that goes on afterwards (a
+    notebook, a script that trains next) must not stay real-time, nor keep the short GIL interval."""
+    import os
+    import threading
+
+    name = _name()
+    out = _counts_outlet(name)
+    before = (os.sched_getscheduler(0), sys.getswitchinterval())
+    rt = Runtime(model_path, f"{name}-spikes", output=f"{name}-dec", stats=None, priority="realtime")
+    me, inside = threading.get_native_id(), []
+
+    def watch() -> None:
+        rt.ready.wait(20.0)
+        inside.append(os.sched_getscheduler(me))     # the loop's thread, seen from outside while it runs
+        rt.stop()
+
+    w = threading.Thread(target=watch, daemon=True)
+    w.start()
+    rt.run(duration_s=20.0)
+    w.join(5.0)
+    del out
+    assert inside == [os.SCHED_FIFO if rt.priority == "realtime" else before[0]]
+    assert (os.sched_getscheduler(0), sys.getswitchinterval()) == before

@@ -48,7 +48,7 @@ from ..errors import ConfigError, StreamError
 from ..step_model import StepModel
 from . import lsl as L
 from .binner import Bin, CountsBinner, EventBinner
-from .priority import quiet_gc, raise_priority
+from .priority import quiet_gc, scheduling
 from .session_log import SessionLog, file_sha256
 
 log = logging.getLogger("rt_decoder.runtime")
@@ -367,11 +367,16 @@ class Runtime:
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self, max_bins: int | None = None, duration_s: float | None = None) -> dict[str, Any]:
-        """Resolve the input, check it, then loop until stop(), max_bins or duration_s."""
+        """Resolve the input, check it, then loop until stop(), max_bins or duration_s; the calling
+        thread runs at the requested priority until then and at its own again after."""
+        with scheduling(self.priority) as got:
+            self.priority = got
+            return self._run(max_bins, duration_s)
+
+    def _run(self, max_bins: int | None, duration_s: float | None) -> dict[str, Any]:
         lsl = L.pylsl()
         clock = lsl.local_clock
         card = self.card
-        self.priority = raise_priority(self.priority)
         try:  # the input first: a run that cannot start announces nothing
             self._open_input(self._find_input())
         except ConnectionError as e:

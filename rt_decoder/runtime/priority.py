@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger("rt_decoder.runtime")
 
@@ -22,8 +25,6 @@ def raise_priority(mode: str = "realtime", level: int = 10) -> str:
     """Make the calling thread SCHED_FIFO when allowed; returns what it got ('realtime' or 'normal')."""
     if mode != "realtime":
         return "normal"
-    import sys
-
     sys.setswitchinterval(0.0005)  # a thread that needs the GIL waits at most 0.5 ms, not 5 ms
     if not hasattr(os, "sched_setscheduler"):
         return "normal"
@@ -33,6 +34,27 @@ def raise_priority(mode: str = "realtime", level: int = 10) -> str:
     except (PermissionError, OSError) as e:
         log.info("real-time priority not available (%s); running at normal priority", e.strerror or e)
         return "normal"
+
+
+@contextmanager
+def scheduling(mode: str = "realtime", level: int = 10) -> Iterator[str]:
+    """`raise_priority` for the with-block only: the thread's policy and Python's switch interval
+    are put back after, so a caller that runs the loop in its own thread (a notebook, a test, a
+    script that goes on to train or plot) is not left real-time."""
+    switch = sys.getswitchinterval()
+    try:
+        saved = (os.sched_getscheduler(0), os.sched_getparam(0))
+    except (AttributeError, OSError):
+        saved = None
+    try:
+        yield raise_priority(mode, level)
+    finally:
+        sys.setswitchinterval(switch)
+        if saved is not None:
+            try:
+                os.sched_setscheduler(0, *saved)
+            except OSError:
+                pass
 
 
 def quiet_gc() -> None:
