@@ -64,8 +64,9 @@ def test_every_stack_exports_and_steps_like_torch(tmp_path, stack, lag_bins):
     assert isinstance(model.net, StackedNet)
     export_step_graph(model, prep, cfg, tmp_path / "m.onnx")
     sm = StepModel(tmp_path / "m.onnx")
-    assert [s.name for s in sm.card.states] == ["zeta", "stack_s"] and sm.card.states[1].shape == [1, 24]
-    assert sm.card.extra["stack"] == {"kind": stack, "size": 24}
+    size = 24 * (2 if stack == "gru2" else 1)        # gru2 carries both layers' states
+    assert [s.name for s in sm.card.states] == ["zeta", "stack_s"] and sm.card.states[1].shape == [1, size]
+    assert sm.card.extra["stack"] == {"kind": stack, "size": size}
     got = sm.run(rec.counts)
     want = _torch_block(model, prep, cfg, rec.counts)
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)

@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
                                     # same split; training/glm.py) plus the network's, which starts at zero and is
                                     # early-stopped on validation: the model contains its reference (README)
         "stack": "none",            # a second state over the first FC layer's features (training/stacked.py):
-                                    # none | retention | gated | leaky | gru; trained on training.window x streams
+                                    # none | retention | gated | leaky | gru | gru2; trained on training.window x streams
         "stack_size": 256,          # its width
         "dropout_mask": "bernoulli",  # bernoulli (torch's) | bytes: the stacked net's masks from random bytes, p
                                     # rounded to 1/256; 3x cheaper on CPU (training/model.py ByteDropout)
@@ -116,7 +116,7 @@ CHOICES = {
     "retention.quantizer": ("binary", "levels", "learned"),
     "retention.layout": ("raster", "similarity", "map", "auto"),
     "model.likelihood": (None, "gaussian", "bernoulli", "poisson"),
-    "model.stack": ("none", "retention", "gated", "leaky", "gru"),
+    "model.stack": ("none", "retention", "gated", "leaky", "gru", "gru2"),
     "training.mode": ("offline", "online"),
     "training.keep": ("best", "last"),
     "training.precision": ("fp32", "bf16", "auto"),

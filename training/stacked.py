@@ -9,6 +9,8 @@ bin at a time, and the head reads both: y_k = FC2([h_k, s_k]). `model.stack` pic
   gated      as retention with input-dependent decays g_k = sigmoid(a + U h_k)
   leaky      s_k = g * s_{k-1} + (1 - g) * tanh(W h_k + R s_{k-1}): the state passes a nonlinearity
   gru        s_k = GRUCell(h_k, s_{k-1})
+  gru2       two GRU layers (the GRU reference's depth); the state is both layers' [1, 2N], the head
+             reads the top layer's
 
 Training cuts the training block into `streams` contiguous streams read in windows of `window`
 bins, s carried (detached) from window to window (truncated BPTT), so the state the loss sees
@@ -26,7 +28,7 @@ from torch import nn
 
 from .model import NetConfig, UNet, dropout
 
-STACKS = ("none", "retention", "gated", "leaky", "gru")
+STACKS = ("none", "retention", "gated", "leaky", "gru", "gru2")
 STACK_STATE = "stack_s"     # the step graph's name for the second state
 
 
@@ -54,7 +56,8 @@ class StackedNet(nn.Module):
         self.drop = dropout(cfg)
         self.fc1 = nn.Linear((self.unet.out_channels + cfg.in_channels) * H * W, hid)
         N = 0 if stack == "none" else state_size
-        self.state_size = N
+        self.layers = 2 if stack == "gru2" else 1
+        self.state_size = N * self.layers
         if stack in ("retention", "gated", "leaky"):
             self.inp = nn.Linear(hid, N)
             self.a = nn.Parameter(init_decays(N))
@@ -65,8 +68,8 @@ class StackedNet(nn.Module):
         if stack == "leaky":
             self.rec = nn.Linear(N, N, bias=False)
             nn.init.orthogonal_(self.rec.weight, gain=0.5)
-        if stack == "gru":
-            self.gru = nn.GRU(hid, N)
+        if stack in ("gru", "gru2"):
+            self.gru = nn.GRU(hid, N, num_layers=self.layers)
         self.fc2 = nn.Linear(hid + N, hid)
         self.out = nn.Linear(hid, cfg.n_outputs)
 
@@ -79,15 +82,24 @@ class StackedNet(nn.Module):
         """One bin of the second state: h [B, hidden], s [B, N] -> s_next."""
         if self.stack == "none":
             return s
-        if self.stack == "gru":
-            return self.gru(h.unsqueeze(0), s.unsqueeze(0))[1][0]
+        if self.stack in ("gru", "gru2"):
+            return self._flat(self.gru(h.unsqueeze(0), self._layered(s))[1])
         u = self.inp(h)
         if self.stack == "leaky":
             u = torch.tanh(u + self.rec(s))
         g = torch.sigmoid(self.a + self.gate(h)) if self.stack == "gated" else torch.sigmoid(self.a)
         return g * s + (1 - g) * u
 
+    def _layered(self, s: torch.Tensor) -> torch.Tensor:
+        """[B, layers * N] -> nn.GRU's [layers, B, N]."""
+        return s.view(s.shape[0], self.layers, -1).transpose(0, 1).contiguous()
+
+    def _flat(self, s: torch.Tensor) -> torch.Tensor:
+        """nn.GRU's [layers, B, N] -> [B, layers * N]."""
+        return s.transpose(0, 1).reshape(s.shape[1], -1)
+
     def readout(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """s: the top layer's state [..., N]."""
         x = torch.cat([h, s], dim=-1) if self.state_size else h
         return self.out(self.drop(F.relu(self.fc2(self.drop(x)))))
 
@@ -95,7 +107,7 @@ class StackedNet(nn.Module):
         """One bin (the step graph's network): zeta [1, S, H, W], s [1, N] -> (y [1, K], s_next)."""
         h = self.features(zeta)
         s = self.update(h, s)
-        return self.readout(h, s), s
+        return self.readout(h, s[:, s.shape[1] - s.shape[1] // self.layers:]), s
 
     def sequence(self, zeta: torch.Tensor, s0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A window: zeta [L, B, S, H, W] -> (y [L, B, K], s after the last bin). The conv and FC1
@@ -103,9 +115,9 @@ class StackedNet(nn.Module):
         L, B = zeta.shape[:2]
         h = self.features(zeta.flatten(0, 1)).view(L, B, -1)
         s = s0 if s0 is not None else h.new_zeros(B, self.state_size)
-        if self.stack == "gru":
-            seq, last = self.gru(h, s.unsqueeze(0))
-            return self.readout(h, seq), last[0]
+        if self.stack in ("gru", "gru2"):
+            seq, last = self.gru(h, self._layered(s))
+            return self.readout(h, seq), self._flat(last)
         if self.stack == "none":
             return self.readout(h, h.new_zeros(L, B, 0)), s
         states = []
