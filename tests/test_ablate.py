@@ -98,3 +98,14 @@ def test_every_setting_changes_what_it_names_and_nothing_else():
         assert changed == ({k for k, v in over.items() if base.get(k) != v}), name
         assert changed or name == "default", f"{name} is the default now"
     assert _flat(tool.config_for("levels4", 0, 10.0, 2))["retention.levels"] == 4
+
+
+def test_seed_label_says_when_recordings_had_different_seeds():
+    seed_label = _tool().seed_label
+
+    def setting(*counts):
+        return {"per_dataset": {f"d{i}": {"seeds": list(range(c))} for i, c in enumerate(counts)}}
+
+    assert seed_label(setting(1, 1)) == "1 seed"
+    assert seed_label(setting(3, 3, 3)) == "3 seeds"
+    assert seed_label(setting(1, 3, 2)) == "1-3 seeds"
