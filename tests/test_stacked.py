@@ -232,14 +232,16 @@ def test_augment_offset_is_held_over_the_window_and_shared_by_decays() -> None:
     assert not torch.equal(noisy[0], noisy[1])                  # white noise changes every value
 
 
-def test_stem_without_bias_gives_silent_pixels_zero_features_and_exports(tmp_path):
+@pytest.mark.parametrize("widths", [[4], [4, 8], [4, 8, 16]])
+def test_stem_without_bias_gives_silent_pixels_zero_features_and_exports(tmp_path, widths):
     """model.stem_bias false (the default's): a zero zeta image gives exactly zero UNet features, so
     empty and silent pixels add no constant FC inputs (with a bias they all carry relu(b), and
-    Adam moving those weights together killed every FC unit on ziv CA1); the graph still steps
-    like the torch network."""
+    Adam moving those weights together killed every FC unit on ziv CA1) — at every UNet depth (a
+    biased level below the stem put the constant back; the 2-level UNet died so on ziv CA1);
+    the graph still steps like the torch network."""
     rec = _poisson_rec()
     cfg = _cfg(retention={"decays": [0.0, 0.5, 0.875, 0.96875]},
-               model={"widths": [4], "head_hidden": 32, "head_layers": 2, "stack": "gru", "stack_size": 24,
+               model={"widths": widths, "head_hidden": 32, "head_layers": 2, "stack": "gru", "stack_size": 24,
                       "stem_bias": False},
                training={"window": 16, "streams": 8, "threads": 1})
     prep = prepare(rec, cfg)

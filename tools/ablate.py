@@ -50,6 +50,7 @@ SETTINGS: dict[str, dict] = {
     "decays8": {"retention.decays": [0.0, 0.5, 0.75, 0.875, 0.9375, 0.96875, 0.984375, 0.9921875]},
     "lag1": {"lag_bins": 1},
     "gru2": {"model.stack": "gru2"},                       # two GRU layers in the head's state (the reference's depth)
+    "gru2_128": {"model.stack": "gru2", "model.stack_size": 128},   # two layers of 128: fewer weights than one of 256
     "batch1024": {"training.batch_size": 1024, "training.lr": 0.004},    # lr x sqrt(4)
     "decays3": {"retention.decays": [0.5, 0.875, 0.96875]},
     "levels16": {"retention.levels": 16},

@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
         "stack_size": 256,          # its width
         "dropout_mask": "bernoulli",  # bernoulli (torch's) | bytes: the stacked net's masks from random bytes, p
                                     # rounded to 1/256; 3x cheaper on CPU (training/model.py ByteDropout)
-        "stem_bias": True,          # false: the UNet's first conv has no bias, so silent pixels give zero features
+        "stem_bias": True,          # false: the UNet's convs (stem and every level) have no bias: silent pixels give zero features
                                     # (with it, Adam could kill every FC unit in the first epoch: training/model.py UNet)
     },
     "training": {

@@ -32,7 +32,7 @@ class NetConfig:
     saturation_penalty: float = 0.0      # generative: weight of Net.saturation_excess in the loss (0: off)
     glm_base: bool = False               # generative: the loss adds a base log-rate (the fitted GLM's) carried in the target
     dropout_mask: str = "bernoulli"      # bernoulli (nn.Dropout) | bytes (ByteDropout)
-    stem_bias: bool = True               # False: silent pixels give zero UNet features (UNet)
+    stem_bias: bool = True               # False: no conv of the UNet has a bias: silent pixels give zero features
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -72,10 +72,13 @@ class UNet(nn.Module):
         # bias it gives relu(b) everywhere: thousands of FC inputs carrying one constant, whose weights Adam
         # moves together, a bias step hundreds of times the learning rate that killed every FC unit of a
         # stacked decoder on ziv CA1 (452 cells, 24x24 canvas) in its first epoch.
-        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=stem_bias)
-        self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
-        self.mid = nn.Conv2d(widths[-1], widths[-1], 3, padding=1) if len(widths) > 1 else nn.Identity()
-        self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, stride=2) for a, b in zip(widths, widths[1:]))
+        # The levels below obey it too: a biased down, mid or up conv turns the zero features of silent
+        # pixels back into relu(b) at every pixel (a 2-level UNet died so on ziv CA1, 2 seeds of 3).
+        bias = stem_bias
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=bias)
+        self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=bias) for a, b in zip(widths, widths[1:]))
+        self.mid = nn.Conv2d(widths[-1], widths[-1], 3, padding=1, bias=bias) if len(widths) > 1 else nn.Identity()
+        self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, stride=2, bias=bias) for a, b in zip(widths, widths[1:]))
         self.out_channels = widths[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
