@@ -5,8 +5,10 @@ Each test uses stream names with a fresh uuid so tests never see each other's st
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -228,9 +230,6 @@ def test_reset_zeroes_the_state_and_is_logged(model_path, tmp_path):
 def test_run_puts_its_calling_thread_back_at_its_own_priority(model_path):
     """`run` makes the calling thread SCHED_FIFO for the loop; a caller that goes on afterwards (a
     notebook, a script that trains next) must not stay real-time, nor keep the short GIL interval."""
-    import os
-    import threading
-
     name = _name()
     out = _counts_outlet(name)
     before = (os.sched_getscheduler(0), sys.getswitchinterval())

@@ -74,7 +74,7 @@ class UNet(nn.Module):
         # stacked decoder on ziv CA1 (452 cells, 24x24 canvas) in its first epoch.
         # The levels below obey it too: a biased down, mid or up conv turns the zero features of silent
         # pixels back into relu(b) at every pixel (a 2-level UNet died so on ziv CA1, 2 seeds of 3).
-        bias = stem_bias
+        bias = stem_bias          # the name stays for configs; it now covers every conv
         self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=bias)
         self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=bias) for a, b in zip(widths, widths[1:]))
         self.mid = nn.Conv2d(widths[-1], widths[-1], 3, padding=1, bias=bias) if len(widths) > 1 else nn.Identity()

@@ -90,13 +90,22 @@ class StackedNet(nn.Module):
         g = torch.sigmoid(self.a + self.gate(h)) if self.stack == "gated" else torch.sigmoid(self.a)
         return g * s + (1 - g) * u
 
+    # One layer keeps the plain unsqueeze / index, so the default's step graph has no reshapes per bin.
     def _layered(self, s: torch.Tensor) -> torch.Tensor:
         """[B, layers * N] -> nn.GRU's [layers, B, N]."""
+        if self.layers == 1:
+            return s.unsqueeze(0)
         return s.view(s.shape[0], self.layers, -1).transpose(0, 1).contiguous()
 
     def _flat(self, s: torch.Tensor) -> torch.Tensor:
         """nn.GRU's [layers, B, N] -> [B, layers * N]."""
+        if self.layers == 1:
+            return s[0]
         return s.transpose(0, 1).reshape(s.shape[1], -1)
+
+    def _top(self, s: torch.Tensor) -> torch.Tensor:
+        """[B, layers * N] -> the top layer's state [B, N], what the head reads."""
+        return s if self.layers == 1 else s[:, -(self.state_size // self.layers):]
 
     def readout(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """s: the top layer's state [..., N]."""
@@ -107,7 +116,7 @@ class StackedNet(nn.Module):
         """One bin (the step graph's network): zeta [1, S, H, W], s [1, N] -> (y [1, K], s_next)."""
         h = self.features(zeta)
         s = self.update(h, s)
-        return self.readout(h, s[:, s.shape[1] - s.shape[1] // self.layers:]), s
+        return self.readout(h, self._top(s)), s
 
     def sequence(self, zeta: torch.Tensor, s0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A window: zeta [L, B, S, H, W] -> (y [L, B, K], s after the last bin). The conv and FC1
