@@ -56,6 +56,7 @@ def test_ablate_two_settings_resume_and_confirm(tmp_path, capsys):
     for r in rows:
         assert r["dataset"] == "syn" and r["seed"] == 0 and r["epochs"] <= 2 and r["base"] == base
         assert np.isfinite(r["r2"]) and r["train_cpu_s"] >= 0 and r["epochs"] >= 1
+        assert r["precision"] in ("fp32", "bf16") and r["cpu"]
     md = (out / "ablate.md").read_text()
     assert "| head128 |" in md and "| default |" in md
     assert (out / "ablate.png").read_bytes()[:4] == b"\x89PNG"

@@ -22,6 +22,7 @@ import contextlib
 import copy
 import io
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -118,7 +119,19 @@ def run_one(dataset: str, setting: str, seed: int, data: Path, out: Path, time_l
     return {"base": base_id(base), "dataset": dataset, "setting": setting, "seed": seed, "time_limit_s": time_limit, "max_epochs": max_epochs,
             "r2": sum(r2) / len(r2), "r2_outputs": r2, "train_cpu_s": m["train_cpu_seconds"],
             "train_s": m["train_seconds"], "epochs": m["epochs"], "stopped": m["stopped"],
-            "outputs": m["outputs"], "bin_s": m["bin_s"]}
+            "outputs": m["outputs"], "bin_s": m["bin_s"], "precision": m["precision"], "cpu": cpu_model()}
+
+
+def cpu_model() -> str:
+    """The CPU a row ran on: bf16 autocast (training.precision auto) takes different kernels on
+    different CPUs, so the same seed can land elsewhere on another machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def confirm_settings(rows: list[dict], n: int) -> list[str]:
