@@ -44,7 +44,10 @@ def test_short_wiener_session_writes_every_file(tmp_path):
         assert s["trials"] == 4 and s["decode_latency_ms"]["p99"] > 0 and s["decoded_bins"] > 50
         assert s["success_rate"] > 0  # the loop is closed: the session's participant saw each new task
         with np.load(out / b / "block.npz") as z:  # the decoder's output was recorded next to the spikes
-            assert np.isfinite(z["decoded"]).mean() > 0.9 and list(z["decoded_names"]) == ["vel_x", "vel_y"]
+            ok = np.isfinite(z["decoded"]).all(axis=1)
+            assert list(z["decoded_names"]) == ["vel_x", "vel_y"] and ok.any()
+            first = int(np.argmax(ok))  # NaN before: the decoder still starting (longer on a busy machine)
+            assert first < ok.size // 2 and ok[first:].mean() > 0.98, (first, ok.size, ok[first:].mean())
     for m in ("2-model/wiener.onnx", "4-model-refit/wiener.onnx"):
         card = read_card(out / m)
         assert card.outputs == ["vel_x", "vel_y"] and card.model_type == "wiener"
