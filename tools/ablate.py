@@ -52,6 +52,9 @@ SETTINGS: dict[str, dict] = {
     "lag1": {"lag_bins": 1},
     "gru2": {"model.stack": "gru2"},                       # two GRU layers in the head's state (the reference's depth)
     "gru2_128": {"model.stack": "gru2", "model.stack_size": 128},   # two layers of 128: fewer weights than one of 256
+    "keep_best": {"training.keep": "best"},          # early stopping on the validation block, as the references
+    "no_offset": {"training.input_offset": 0.0},     # no baseline-shift augmentation
+    "window64": {"training.window": 64},             # the GRU reference's window length
     "batch1024": {"training.batch_size": 1024, "training.lr": 0.004},    # lr x sqrt(4)
     "decays3": {"retention.decays": [0.5, 0.875, 0.96875]},
     "levels16": {"retention.levels": 16},
