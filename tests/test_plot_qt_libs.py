@@ -45,11 +45,9 @@ def test_cli_plot_stops_with_one_line_naming_the_packages(monkeypatch, capsys):
     monkeypatch.setenv("DISPLAY", ":0")  # no X server needed: the check runs before the window
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    monkeypatch.setitem(qt_libs.XCB_LIBS, NOT_HERE, "rt-decoder-fake-pkg0")
+    # only the fake library: the line must not depend on which xcb libraries this machine has
+    monkeypatch.setattr(qt_libs, "XCB_LIBS", {NOT_HERE: "rt-decoder-fake-pkg0"})
     assert cli_main(["plot", "--decoder", "nobody", "--duration", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    # the install line names the fake package beside any xcb library this machine really lacks
-    install = err[0].split("apt-get install ", 1)[-1].split(" (Debian")[0].split()
-    assert "apt-get install " in err[0] and "rt-decoder-fake-pkg0" in install
-    assert "--screenshot" in err[0] and NOT_HERE in err[0]
+    assert "apt-get install rt-decoder-fake-pkg0" in err[0] and "--screenshot" in err[0] and NOT_HERE in err[0]
