@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, where
-from .metrics import all_metrics, idle_floor
+from .metrics import all_metrics, idle_floor, tail_metrics
 from .recording import Recording
 from .recording import split_bounds as default_split
 from .step_model import StepModel
@@ -90,7 +90,8 @@ def evaluate_decoder(
     split: "train", "val", "test" or "all"; split_bounds: {"train": (a, b), "val": ..., "test": ...}
     (default: recording.split_bounds, test = last 20%). Returns
         {"outputs", "bin_s", "lag_bins", "split": {bounds}, "block", "range", "n_bins",
-         "nan_rows_excluded", "model": {"r2": [...], "rmse": [...], "corr": [...]}}
+         "nan_rows_excluded", "model": {"r2": [...], "rmse": [...], "corr": [...], "tail": {...}}}
+    ("tail": metrics.tail_metrics, the bins far outside the training block's behaviour).
     For a generative model "model" holds log-likelihoods and bits per spike instead (see
     `evaluate_generative`). return_predictions adds "predictions" (and "truth") arrays.
     """
@@ -118,10 +119,11 @@ def evaluate_decoder(
     bad = ~np.all(np.isfinite(y), axis=1)
     if bad.all():
         raise DataError(where(rec.source, f"every behaviour row of the {split} block is NaN"))
+    train_y = rec.behavior[slice(*bounds["train"])][:, cols]
     out = _block_header(m, bounds, split, lo, hi) | {
         "units": list(m.card.units),
         "nan_rows_excluded": int(bad.sum()),
-        "model": all_metrics(y[~bad], pred[~bad], idle_floor(rec.behavior[slice(*bounds["train"])][:, cols])),
+        "model": all_metrics(y[~bad], pred[~bad], idle_floor(train_y)) | {"tail": tail_metrics(y[~bad], pred[~bad], train_y)},
     }
     if return_predictions:
         out["predictions"] = pred

@@ -17,6 +17,8 @@ def _valid(y: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 IDLE_FRACTION = 0.01   # a block whose output varies by less than this fraction of its training sd: R2 undefined
+TAIL_SD = 8.0          # a bin whose behaviour lies this many training sds from the training mean is a tail bin
+TAIL_SHARE = 0.5       # tail bins holding at least this share of an output's variance get a WARNING
 
 
 def r2(y: np.ndarray, yhat: np.ndarray, min_sd: np.ndarray | None = None) -> np.ndarray:
@@ -70,3 +72,42 @@ def undefined_note(outputs: list[str], r2s: list[float], block: str = "test") ->
         return None
     return (f"R2 undefined for {', '.join(bad)}: the {block} block's behaviour does not vary there (sd under "
             f"{IDLE_FRACTION:.0%} of the training block's: an idle cursor or a still animal); score a block with movement")
+
+
+def _finite_rows(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    return y[np.all(np.isfinite(y), axis=1)]
+
+
+def tail_metrics(y: np.ndarray, yhat: np.ndarray, train_y: np.ndarray) -> dict:
+    """Where a block's R2 comes from: the bins whose behaviour lies beyond TAIL_SD training sds of
+    the training mean (fast or out-of-range movements), the share of each output's variance they
+    hold, and R2 without them. A few such bins can decide R2 (a 50 ms cursor that jumps 30 cm), and
+    two decoders can rank one way on them and the other way on the rest."""
+    y, yhat = _valid(y, yhat)
+    ref = _finite_rows(train_y)
+    sd = ref.std(axis=0) if len(ref) >= 2 else np.full(y.shape[1], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far = np.abs(y - ref.mean(axis=0)) / sd > TAIL_SD if len(ref) >= 2 else np.zeros_like(y, bool)
+    tail = np.any(far & (sd > 0), axis=1)
+    ss = (y - y.mean(axis=0)) ** 2
+    total = ss.sum(axis=0)
+    share = np.where(total > 0, ss[tail].sum(axis=0) / np.where(total > 0, total, 1.0), 0.0)
+    outside = r2(y[~tail], yhat[~tail]) if (~tail).sum() >= 2 else np.full(y.shape[1], np.nan)
+    return {"sd": TAIL_SD, "bins": int(tail.sum()), "fraction": float(tail.mean()) if len(y) else 0.0,
+            "share": [float(v) for v in share], "r2_outside": [float(v) for v in outside]}
+
+
+def tail_note(outputs: list[str], tail: dict | None, block: str = "test") -> str | None:
+    """One line when a few tail bins hold most of an output's variance (see tail_metrics); None otherwise."""
+    if not tail or not tail["bins"]:
+        return None
+    heavy = [(o, v) for o, v in zip(outputs, tail["share"]) if v >= TAIL_SHARE]
+    if not heavy:
+        return None
+    names = ", ".join(f"{o} {v:.0%}" for o, v in heavy)
+    outside = ", ".join(f"{o} {v:.3f}" for o, v in zip(outputs, tail["r2_outside"]))
+    outside += f" (mean {float(np.mean(tail['r2_outside'])):.3f})"
+    return (f"{tail['fraction']:.1%} of the {block} bins ({tail['bins']}) lie beyond {tail['sd']:g} training sd and hold "
+            f"this share of the variance: {names}; R2 there rests on those bins. R2 without them: {outside}")

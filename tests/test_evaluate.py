@@ -13,7 +13,7 @@ from rt_decoder.baselines import fit_baselines, fit_wiener_params
 from rt_decoder.cli import main
 from rt_decoder.errors import DataError
 from rt_decoder.evaluation import evaluate_decoder
-from rt_decoder.metrics import r2
+from rt_decoder.metrics import r2, tail_metrics, tail_note
 from rt_decoder.recording import save_npz, split_bounds
 from rt_decoder.simulate import simulate_session
 from rt_decoder.step_graph import save
@@ -52,7 +52,8 @@ def test_cli_json_schema(files, capsys):
     assert res["bin_s"] == 0.05 and res["lag_bins"] == 1 and res["block"] == "test"
     assert res["split"] == {k: list(v) for k, v in b.items()}
     assert res["n_bins"] == T - b["test"][0]
-    assert set(res["model"]) == {"r2", "rmse", "corr"} and all(len(v) == 4 for v in res["model"].values())
+    assert set(res["model"]) == {"r2", "rmse", "corr", "tail"} and all(len(res["model"][k]) == 4 for k in ("r2", "rmse", "corr"))
+    assert set(res["model"]["tail"]) == {"sd", "bins", "fraction", "share", "r2_outside"}
     # the figure equals the numpy Wiener twin run from reset at the test block start
     p = fit_wiener_params(rec.slice(*b["train"]), rec.slice(*b["val"]), lag_bins=1)
     te = rec.slice(*b["test"])
@@ -128,6 +129,46 @@ def test_r2_of_an_idle_block_is_undefined_and_said_once(files, tmp_path, capsys)
     out = capsys.readouterr().out
     warn = [line for line in out.splitlines() if "WARNING" in line]
     assert len(warn) == 1 and "R2 undefined for pos_x:" in warn[0] and "test block" in warn[0]
+
+
+def test_tail_metrics_on_hand_cases():
+    """Bins beyond 8 training sd: counted, their share of each output's variance, R2 without them."""
+    train = np.array([[-1.0, 0.0], [1.0, 0.0], [-1.0, 2.0], [1.0, -2.0]])       # sd 1 and sqrt(2)
+    y = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [20.0, 0.0], [0.0, 1.0]])
+    yhat = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 0.0], [0.0, 0.5]])
+    t = tail_metrics(y, yhat, train)
+    assert t["bins"] == 1 and t["fraction"] == pytest.approx(0.2)                # 20 lies 20 sd out
+    ss = (y[:, 0] - y[:, 0].mean()) ** 2
+    assert t["share"][0] == pytest.approx(ss[3] / ss.sum()) and t["share"][1] == pytest.approx(0.2**2 / 0.8)   # y1 mean 0.2
+    np.testing.assert_allclose(t["r2_outside"], r2(np.delete(y, 3, 0), np.delete(yhat, 3, 0)))
+    assert t["r2_outside"][0] == pytest.approx(1.0)
+    note = tail_note(["pos", "vel"], t)
+    assert note.startswith("20.0% of the test bins (1) lie beyond 8 training sd") and "variance: pos 80%;" in note
+    assert note.endswith("R2 without them: pos 1.000, vel 0.667 (mean 0.833)")
+    assert tail_note(["pos", "vel"], tail_metrics(y[:3], yhat[:3], train)) is None   # no tail bins: no line
+
+
+def test_a_block_whose_variance_sits_in_a_few_far_bins_is_said_once(files, tmp_path, capsys):
+    """Spike_07-24's test block: 4% of its bins (a cursor 30 cm outside the training workspace)
+    hold 96% of vel_x's variance, so R2 there ranks decoders by those bins; evaluate says so in
+    one line with R2 without them."""
+    d, rec = files
+    lo = split_bounds(rec.n_bins)["test"][0]
+    y = rec.behavior.copy()
+    y[lo + 50:lo + 55, 2] += 40 * y[:lo, 2].std()               # five bins of a jump in vel_x
+    jump = replace(rec, behavior=y)
+    save_npz(jump, tmp_path / "jump.npz")
+    assert main(["evaluate", str(d / "wiener.onnx"), "--data", str(tmp_path / "jump.npz"), "--json", str(tmp_path / "j.json")]) == 0
+    warn = [line for line in capsys.readouterr().out.splitlines() if "WARNING" in line]
+    assert len(warn) == 1 and "(5) lie beyond 8 training sd" in warn[0] and "vel_x 9" in warn[0], warn
+    tail = json.loads((tmp_path / "j.json").read_text())["model"]["tail"]
+    assert tail["bins"] == 5 and tail["share"][2] > 0.9
+    pred = evaluate_decoder(d / "wiener.onnx", jump, return_predictions=True)["predictions"]
+    keep = np.ones(rec.n_bins - lo, bool)
+    keep[50:55] = False
+    np.testing.assert_allclose(tail["r2_outside"], r2(y[lo:][keep], pred[keep]), atol=1e-9)
+    assert main(["evaluate", str(d / "wiener.onnx"), "--data", str(d / "sim.npz")]) == 0
+    assert "WARNING" not in capsys.readouterr().out                 # the plain block: no line
 
 
 @pytest.mark.realdata

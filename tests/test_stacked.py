@@ -154,7 +154,7 @@ def test_multisession_refuses_a_stack():
         build([], _stacked_cfg("gru"))
 
 
-@pytest.mark.parametrize("training", [{"input_offset": 0.2}, {"keep": "last"}])
+@pytest.mark.parametrize("training", [{"input_offset": 0.2}, {"input_gain": 0.2}, {"input_drop": 0.1}, {"keep": "last"}])
 def test_multisession_refuses_what_its_loop_does_not_do(training):
     from training.multisession import build
 
@@ -230,6 +230,30 @@ def test_augment_offset_is_held_over_the_window_and_shared_by_decays() -> None:
     assert d[:, 0, 0].abs().max() == 0
     noisy = augment(x, 0.1, 0.0)
     assert not torch.equal(noisy[0], noisy[1])                  # white noise changes every value
+
+
+def test_augment_gain_and_drop_are_per_channel_and_held_over_the_window() -> None:
+    """training.input_gain multiplies each channel of each stream by one positive factor for the
+    whole window and every decay; training.input_drop silences whole channels at about its rate;
+    zero pixels stay zero under both (a gain or a drop cannot invent activity)."""
+    from training.train import augment
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 8, 3, 10, 10) + 0.5           # (L, B, S, H, W), every value positive
+    x[:, :, :, 0, 0] = 0.0                           # an empty pixel
+    g = augment(x, 0.0, 0.0, gain=0.3) / x.clamp_min(1e-9)
+    ratio = g[:, :, :, 1:, :]
+    assert torch.allclose(ratio, ratio[:1, :, :1].expand_as(ratio), rtol=1e-5)   # same over time and decays
+    assert (ratio > 0).all() and 0.2 < ratio.log().std() < 0.4
+    assert not torch.equal(ratio[0, 0], ratio[0, 1])                     # differs between streams
+    assert (augment(x, 0.0, 0.0, gain=0.3)[:, :, :, 0, 0] == 0).all()
+    d = augment(x, 0.0, 0.0, drop=0.25)
+    silent = (d == 0).all(dim=0).all(dim=1)                              # (B, H, W): silenced all window
+    assert torch.equal((d == 0), silent[None, :, None].expand_as(d))     # a channel is all or nothing
+    assert 0.15 < silent[:, 1:, :].float().mean() < 0.35
+    kept = ~silent
+    assert torch.equal(d.permute(0, 2, 1, 3, 4)[:, :, kept], x.permute(0, 2, 1, 3, 4)[:, :, kept])
+    assert torch.equal(augment(x, 0.0, 0.0, gain=0.0, drop=0.0), x)
 
 
 @pytest.mark.parametrize("widths", [[4], [4, 8], [4, 8, 16]])

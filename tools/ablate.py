@@ -55,6 +55,13 @@ SETTINGS: dict[str, dict] = {
     "keep_best": {"training.keep": "best"},          # early stopping on the validation block, as the references
     "no_offset": {"training.input_offset": 0.0},     # no baseline-shift augmentation
     "window64": {"training.window": 64},             # the GRU reference's window length
+    "offset04": {"training.input_offset": 0.4},      # twice the baseline-shift augmentation
+    "gain02": {"training.input_gain": 0.2},          # per-channel gains exp(N(0, 0.2)) held over each window
+    "drop01": {"training.input_drop": 0.1},          # a tenth of the channels silenced per window
+    "stack512": {"model.stack_size": 512},           # a wider GRU state in the head
+    "epochs15": {"training.max_epochs": 15},         # a short schedule: the GRU reference stops within ~10 epochs
+    "dropout05": {"model.dropout": 0.5},
+    "wd01": {"training.weight_decay": 0.1},
     "batch1024": {"training.batch_size": 1024, "training.lr": 0.004},    # lr x sqrt(4)
     "decays3": {"retention.decays": [0.5, 0.875, 0.96875]},
     "levels16": {"retention.levels": 16},
@@ -83,7 +90,9 @@ def config_for(setting: str, seed: int, time_limit: float, max_epochs: int, base
             raise KeyError(f"setting {setting}: unknown config key {key}")
         node[last] = copy.deepcopy(value)
     t = cfg["training"]
-    t.update(seed=seed, threads=1, time_limit_s=time_limit, max_epochs=max_epochs)
+    t.update(seed=seed, threads=1, time_limit_s=time_limit)
+    if "training.max_epochs" not in SETTINGS[setting]:       # a setting may shorten the schedule itself
+        t["max_epochs"] = max_epochs
     cfg["name"] = f"{Path(base).stem}+{setting}"
     return validate(cfg, f"tools/ablate.py setting {setting}")
 

@@ -82,6 +82,9 @@ DEFAULTS: dict[str, Any] = {
                                     # loss stay fp32; export is fp32) | auto: bf16 where the CPU has bf16 units
         "input_offset": 0.0,        # a per-channel offset added to zeta, held over a window and shared by every decay
                                     # (a baseline-rate shift); its std in units of each channel's std in the train block
+        "input_gain": 0.0,          # a per-channel gain exp(N(0, input_gain)) on zeta, held over a window (a change in
+                                    # a unit's amplitude or threshold: the multiplicative half of day-to-day drift)
+        "input_drop": 0.0,          # probability that a channel is silenced for a whole window (a lost electrode)
     },
     "baselines": {
         "enabled": True,
@@ -230,6 +233,8 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, t + "threads", lo=0, integer=True)
     _num(cfg, src, t + "input_noise", lo=0)
     _num(cfg, src, t + "input_offset", lo=0)
+    _num(cfg, src, t + "input_gain", lo=0)
+    _num(cfg, src, t + "input_drop", lo=0, hi=0.9)
     _num(cfg, src, "baselines.lag_bins", lo=0, hi=1, integer=True, optional=True)
     _num(cfg, src, "baselines.jobs", lo=0, integer=True)
     which = cfg["baselines"]["which"]

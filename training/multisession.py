@@ -241,7 +241,8 @@ def build(sessions: list, cfg: dict) -> MultiModel:
         raise ConfigError(where(cfg.get("_source", "<config>"), "model.stack is not supported in multi-session "
                                                                  "training yet; use model.stack none"))
     t = cfg["training"]
-    for key, off, value in (("input_offset", 0.0, t["input_offset"]), ("keep", "best", t["keep"])):
+    for key, off in (("input_offset", 0.0), ("input_gain", 0.0), ("input_drop", 0.0), ("keep", "best")):
+        value = t[key]
         if value != off:
             raise ConfigError(where(cfg.get("_source", "<config>"), f"training.{key} {value} is not supported in "
                                                                      f"multi-session training yet; use {off}"))

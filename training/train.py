@@ -42,20 +42,26 @@ def to_image(z: torch.Tensor, pixels: torch.Tensor, canvas: tuple[int, int]) -> 
     return flat.view(B, S, *canvas)
 
 
-def augment(x: torch.Tensor, noise: float, offset: float, scale: torch.Tensor | None = None) -> torch.Tensor:
+def augment(x: torch.Tensor, noise: float, offset: float, scale: torch.Tensor | None = None,
+            gain: float = 0.0, drop: float = 0.0) -> torch.Tensor:
     """Training-time noise on a zeta image (B, S, H, W) or window (L, B, S, H, W): white noise on every
-    value, and a per-channel offset held over the window and shared by every decay, i.e. a shift of
-    each channel's baseline rate (the constant-offset noise of Willett et al. 2021), so the decoder
-    does not lean on baselines that drift between the training and test blocks. scale (H, W): the
-    offset's unit per pixel (each channel's standard deviation; 0 on empty pixels), so that one
-    setting suits 50 ms threshold crossings and sparse 5 ms units alike."""
+    value, and per channel, held over the window and shared by every decay, what drifts between the
+    training and test blocks: a gain exp(N(0, gain)) (a unit's amplitude against its threshold), a
+    silenced channel with probability drop (a lost electrode), and an offset (a shift of the
+    baseline rate; the constant-offset noise of Willett et al. 2021). scale (H, W): the offset's
+    unit per pixel (each channel's standard deviation; 0 on empty pixels), so that one setting suits
+    50 ms threshold crossings and sparse 5 ms units alike."""
     if noise:
         x = x + noise * torch.randn_like(x)
+    shape = list(x.shape)
+    shape[-3] = 1
+    if x.dim() == 5:
+        shape[0] = 1
+    if gain:
+        x = x * torch.exp(gain * torch.randn(shape, dtype=x.dtype))
+    if drop:
+        x = x * (torch.rand(shape) >= drop).to(x.dtype)
     if offset:
-        shape = list(x.shape)
-        shape[-3] = 1
-        if x.dim() == 5:
-            shape[0] = 1
         x = x + offset * torch.randn(shape, dtype=x.dtype) * (1.0 if scale is None else scale.to(x.dtype))
     return x
 
@@ -436,14 +442,14 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     stopped = "max epochs"
     saved_at = -math.inf
     bar = tqdm(total=t["max_epochs"], initial=epoch, desc=f"train {cfg['name']}", unit="epoch", file=sys.stderr)
-    noise, offset = t["input_noise"], t["input_offset"]
+    noise, offset, gain, drop = t["input_noise"], t["input_offset"], t["input_gain"], t["input_drop"]
     try:
         while epoch < t["max_epochs"] and stopped == "max epochs":
             model.train()
             run_loss, n = 0.0, 0
             state = None
             for x, y, m in batches:
-                x = augment(x, noise, offset, batches.channel_sd)
+                x = augment(x, noise, offset, batches.channel_sd, gain, drop)
                 if batches.stacked:           # m: does this window continue the previous one's streams?
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                         out, last = model.net.sequence(x, state if m else None)
