@@ -218,6 +218,8 @@ def test_bench_accuracy_table_chart_and_json(tmp_path, capsys, monkeypatch):
         assert -1 < r2_ <= 1 and 0 < p50 <= p99
     res = json.loads((tmp_path / "r.json").read_text())[0]
     assert set(res["latency"]) == {"ours", "mlp", "wiener"} and set(res["baselines"]) == {"mlp", "wiener"}
+    cores = [np.mean(m["tail"]["r2_outside"]) for m in (res["model"], res["baselines"]["mlp"], res["baselines"]["wiener"])]
+    np.testing.assert_allclose([float(row[-5]) for row in table], cores, atol=1e-4)   # the "w/o tail" column
     png = tmp_path / "b" / "accuracy.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
