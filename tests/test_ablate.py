@@ -101,6 +101,28 @@ def test_every_setting_changes_what_it_names_and_nothing_else():
     assert _flat(tool.config_for("levels4", 0, 10.0, 2))["retention.levels"] == 4
 
 
+def test_base_id_ignores_keys_added_later_at_their_neutral_value(tmp_path):
+    """Rows keep naming the default they were measured around when a new training key arrives at a
+    value that changes nothing (training.input_gain 0); setting it changes the id."""
+    import yaml
+
+    tool = _tool()
+    from training.config import load_config
+
+    cfg = load_config("default")
+    ids = []
+    for gain in (0.0, 0.2):
+        cfg["training"]["input_gain"] = gain
+        path = tmp_path / f"g{gain}.yaml"
+        path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}))
+        ids.append(tool.base_id(str(path)))
+    del cfg["training"]["input_gain"]
+    path = tmp_path / "without.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}))
+    assert tool.base_id(str(path)) == ids[0] != ids[1]
+    assert ids[1] == tool.base_id()          # the shipped default sets 0.2
+
+
 def test_seed_label_says_when_recordings_had_different_seeds():
     seed_label = _tool().seed_label
 
