@@ -6,6 +6,7 @@ for bit with an uninterrupted one)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,14 @@ def _train(tmp: Path, out: str, epochs: int, nproc: int, *extra: str, files: tup
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
+def _why(proc: subprocess.CompletedProcess) -> str:
+    """A failed run's telling lines (every rank's errors, wherever they are in stderr) and its tail:
+    torchrun's summary alone hides why a rank aborted."""
+    lines = proc.stderr.splitlines()
+    telling = [ln for ln in lines if re.search(r"error|exception|terminate|abort|what\(\)|killed", ln, re.I)]
+    return "\n".join(telling[:40]) + "\n--- tail ---\n" + proc.stderr[-2000:]
+
+
 def _free_port() -> int:
     import socket
 
@@ -67,9 +76,9 @@ def data(tmp_path_factory):
 
 def test_two_processes_equal_one(data):
     one = _train(data, "one", 2, 1)
-    assert one.returncode == 0, one.stderr[-2000:]
+    assert one.returncode == 0, _why(one)
     two = _train(data, "two", 2, 2)
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, _why(two)
     a, b = _state(data / "one"), _state(data / "two")
     assert set(a) == set(b)
     for k in a:
@@ -85,7 +94,7 @@ def test_resume_continues_from_rank0_checkpoint(data):
     import json
 
     first = _train(data, "resumed", 1, 2)
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.returncode == 0, _why(first)
     current = lambda: torch.load(data / "resumed" / "training_state.pt", weights_only=True)["state"]  # noqa: E731
     after_one = current()
     again = _train(data, "resumed", 2, 2, "--resume")
@@ -103,9 +112,9 @@ def test_sharded_sessions_two_processes_equal_one(data):
 
     files = ("a.npz", "b.npz", "c.npz")
     one = _train(data, "shard1", 2, 1, files=files, multi="shards: 2")
-    assert one.returncode == 0, one.stderr[-2000:]
+    assert one.returncode == 0, _why(one)
     two = _train(data, "shard2", 2, 2, files=files, multi="shards: 2, memmap: true")
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, _why(two)
     a, b = _state(data / "shard1"), _state(data / "shard2")
     assert set(a) == set(b)
     for k in a:
