@@ -232,6 +232,23 @@ def test_augment_offset_is_held_over_the_window_and_shared_by_decays() -> None:
     assert not torch.equal(noisy[0], noisy[1])                  # white noise changes every value
 
 
+def test_huber_loss_is_squared_near_and_linear_far_and_skips_nan() -> None:
+    """training.huber d: err^2 within d output sds, 2 d |err| - d^2 beyond (the two meet at d), NaN
+    targets left out; 0 is the mean squared error."""
+    from training.model import NetConfig
+    from training.stacked import StackedNet
+
+    net = StackedNet(NetConfig(in_channels=2, canvas=(4, 4), n_outputs=3, widths=[4], head_hidden=8), "gru", 8)
+    out = torch.tensor([[0.5, 3.0, 1.0]])
+    y = torch.tensor([[0.0, 0.0, float("nan")]])
+    assert float(net.loss(out, y)) == pytest.approx((0.25 + 9.0) / 2)
+    assert float(net.loss(out, y, 2.0)) == pytest.approx((0.25 + (2 * 2 * 3 - 4)) / 2)
+    edge = torch.tensor([[2.0, -2.0, 0.0]])
+    assert float(net.loss(edge, torch.zeros(1, 3), 2.0)) == pytest.approx(8.0 / 3)
+    with pytest.raises(ConfigError, match="training.huber trains model.stack nets"):
+        _stacked_cfg("none", huber=1.0)
+
+
 def test_augment_gain_and_drop_are_per_channel_and_held_over_the_window() -> None:
     """training.input_gain multiplies each channel of each stream by one positive factor for the
     whole window and every decay; training.input_drop silences whole channels at about its rate;

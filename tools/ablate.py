@@ -62,6 +62,8 @@ SETTINGS: dict[str, dict] = {
     "epochs15": {"training.max_epochs": 15},         # a short schedule: the GRU reference stops within ~10 epochs
     "dropout05": {"model.dropout": 0.5},
     "wd01": {"training.weight_decay": 0.1},
+    "huber1": {"training.huber": 1.0},               # Huber loss, linear beyond 1 output sd
+    "huber2": {"training.huber": 2.0},
     "lr1e3": {"training.lr": 0.001},
     "lr4e3": {"training.lr": 0.004},
     "batch1024": {"training.batch_size": 1024, "training.lr": 0.004},    # lr x sqrt(4)
@@ -100,7 +102,7 @@ def config_for(setting: str, seed: int, time_limit: float, max_epochs: int, base
 
 
 # training keys added after rows were measured: at these values they change nothing, so they leave the id as it was
-LATER_KEYS = {"input_gain": 0.0, "input_drop": 0.0}
+LATER_KEYS = {"input_gain": 0.0, "input_drop": 0.0, "huber": 0.0}
 
 
 def base_id(base: str = BASE) -> str:

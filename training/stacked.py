@@ -142,10 +142,16 @@ class StackedNet(nn.Module):
                 states.append(s)
         return self.readout(h, torch.stack(states)), s
 
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, out: torch.Tensor, target: torch.Tensor, huber: float = 0.0) -> torch.Tensor:
+        """Mean squared error over finite targets; huber > 0: squared within huber sds of the target,
+        linear beyond (2 huber |e| - huber^2), so a few far bins of the training block weigh less."""
         m = torch.isfinite(target)
         err = torch.where(m, out - torch.nan_to_num(target), torch.zeros((), dtype=out.dtype))
-        return (err**2).sum() / m.sum().clamp(min=1)
+        sq = err**2
+        if huber:
+            a = err.abs()
+            sq = torch.where(a <= huber, sq, 2 * huber * a - huber * huber)
+        return sq.sum() / m.sum().clamp(min=1)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -454,7 +454,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                         out, last = model.net.sequence(x, state if m else None)
                     state = last.detach().float()
-                    loss = model.net.loss(out.float(), y)
+                    loss = model.net.loss(out.float(), y, t["huber"])
                 else:
                     loss = model.net.loss(model.net(x), y, m)
                     if bound and model.net.cfg.saturation_penalty > 0:
