@@ -62,8 +62,8 @@ SETTINGS: dict[str, dict] = {
     "epochs15": {"training.max_epochs": 15},         # a short schedule: the GRU reference stops within ~10 epochs
     "dropout05": {"model.dropout": 0.5},
     "wd01": {"training.weight_decay": 0.1},
-    "huber1": {"training.huber": 1.0},               # Huber loss, linear beyond 1 output sd
-    "huber2": {"training.huber": 2.0},
+    "huber1": {"training.huber": 1.0},               # Huber loss, linear beyond 1 output sd (the default: 2)
+    "no_huber": {"training.huber": 0.0},             # mean squared error (the default took huber 2.0 as huber2)
     "lr1e3": {"training.lr": 0.001},
     "lr4e3": {"training.lr": 0.004},
     "batch1024": {"training.batch_size": 1024, "training.lr": 0.004},    # lr x sqrt(4)

@@ -2,7 +2,7 @@
 
 The JSON holds, per recording, mean test R² and its sd over seeds 0-2 for the default and the GRU
 reference, as the README's accuracy table shows them (the default's from the ablation rows of
-docs/ablate_gain.json, the GRU's from `rt-decoder bench accuracy --config default --baselines gru
+docs/ablate_huber.json (setting huber2), the GRU's from `rt-decoder bench accuracy --config default --baselines gru
 --seeds 0 1 2`), so the figure is redrawn from committed numbers:
 
     python tools/accuracy_figure.py [--json docs/accuracy.json] [--out docs/figures/accuracy.png]
