@@ -234,7 +234,7 @@ def test_augment_offset_is_held_over_the_window_and_shared_by_decays() -> None:
 
 def test_huber_loss_is_squared_near_and_linear_far_and_skips_nan() -> None:
     """training.huber d: err^2 within d output sds, 2 d |err| - d^2 beyond (the two meet at d), NaN
-    targets left out; 0 is the mean squared error."""
+    targets left out; 0 is the mean squared error; the stacked and the flat decoder share it."""
     from training.model import NetConfig
     from training.stacked import StackedNet
 
@@ -245,8 +245,12 @@ def test_huber_loss_is_squared_near_and_linear_far_and_skips_nan() -> None:
     assert float(net.loss(out, y, 2.0)) == pytest.approx((0.25 + (2 * 2 * 3 - 4)) / 2)
     edge = torch.tensor([[2.0, -2.0, 0.0]])
     assert float(net.loss(edge, torch.zeros(1, 3), 2.0)) == pytest.approx(8.0 / 3)
-    with pytest.raises(ConfigError, match="training.huber trains model.stack nets"):
-        _stacked_cfg("none", huber=1.0)
+    from training.model import Net
+
+    flat = Net(NetConfig(in_channels=2, canvas=(4, 4), n_outputs=3, widths=[4], head_hidden=8))   # the flat decoder: same loss
+    mask = torch.isfinite(y)
+    assert float(flat.loss(out, y, mask, 2.0)) == pytest.approx(float(net.loss(out, y, 2.0)))
+    assert float(flat.loss(out, y, mask)) == pytest.approx(float(net.loss(out, y)))
 
 
 def test_augment_gain_and_drop_are_per_channel_and_held_over_the_window() -> None:

@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
         "input_gain": 0.0,          # a per-channel gain exp(N(0, input_gain)) on zeta, held over a window (a change in
                                     # a unit's amplitude or threshold: the multiplicative half of day-to-day drift)
         "input_drop": 0.0,          # probability that a channel is silenced for a whole window (a lost electrode)
-        "huber": 0.0,               # model.stack nets: > 0 trains on a Huber loss, linear beyond this many output sds
+        "huber": 0.0,               # decoders: > 0 trains on a Huber loss, linear beyond this many output sds
     },
     "baselines": {
         "enabled": True,
@@ -237,8 +237,6 @@ def validate(cfg: dict, src: str) -> dict:
     _num(cfg, src, t + "input_gain", lo=0)
     _num(cfg, src, t + "input_drop", lo=0, hi=0.9)
     _num(cfg, src, t + "huber", lo=0)
-    if cfg["training"]["huber"] and cfg["model"]["stack"] == "none":
-        raise ConfigError(where(src, "training.huber trains model.stack nets (the windowed loop); with model.stack none set it to 0"))
     _num(cfg, src, "baselines.lag_bins", lo=0, hi=1, integer=True, optional=True)
     _num(cfg, src, "baselines.jobs", lo=0, integer=True)
     which = cfg["baselines"]["which"]

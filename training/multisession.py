@@ -404,7 +404,7 @@ def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: 
         best_state, history = ck["best_state"], json.loads(ck["history_json"])
         print(f"resumed from {ckpt} at epoch {epoch} (best val {best_val:.4f})", file=sys.stderr)
     t0 = clock["t0"] = time.perf_counter() - elapsed
-    noise = t["input_noise"]
+    noise, huber = t["input_noise"], t["huber"]
     bar = tqdm(total=max_epochs, initial=epoch, desc=desc, unit="epoch", file=sys.stderr, disable=not progress or not d.main)
     while epoch < max_epochs and stopped == "max epochs":
         model.train()
@@ -430,7 +430,7 @@ def optimise(model: MultiModel, data: list[SessionData], params: list[dict], t: 
                 items.append((x.name, z, o))
                 targets.append((y, m))
             outs, pen = step(items)
-            loss = sum(model.trunk.net.loss(out, y, m) for out, (y, m) in zip(outs, targets)) / len(outs) + l2 * pen
+            loss = sum(model.trunk.net.loss(out, y, m, huber) for out, (y, m) in zip(outs, targets)) / len(outs) + l2 * pen
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)

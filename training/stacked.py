@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import NetConfig, UNet, dropout
+from .model import NetConfig, UNet, dropout, squared_error
 
 STACKS = ("none", "retention", "gated", "leaky", "gru", "gru2")
 STACK_STATE = "stack_s"     # the step graph's name for the second state
@@ -143,15 +143,10 @@ class StackedNet(nn.Module):
         return self.readout(h, torch.stack(states)), s
 
     def loss(self, out: torch.Tensor, target: torch.Tensor, huber: float = 0.0) -> torch.Tensor:
-        """Mean squared error over finite targets; huber > 0: squared within huber sds of the target,
-        linear beyond (2 huber |e| - huber^2), so a few far bins of the training block weigh less."""
+        """Mean squared error over finite targets (huber > 0: model.squared_error's Huber form)."""
         m = torch.isfinite(target)
         err = torch.where(m, out - torch.nan_to_num(target), torch.zeros((), dtype=out.dtype))
-        sq = err**2
-        if huber:
-            a = err.abs()
-            sq = torch.where(a <= huber, sq, 2 * huber * a - huber * huber)
-        return sq.sum() / m.sum().clamp(min=1)
+        return squared_error(err, huber).sum() / m.sum().clamp(min=1)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

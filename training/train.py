@@ -456,7 +456,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
                     state = last.detach().float()
                     loss = model.net.loss(out.float(), y, t["huber"])
                 else:
-                    loss = model.net.loss(model.net(x), y, m)
+                    loss = model.net.loss(model.net(x), y, m, t["huber"])
                     if bound and model.net.cfg.saturation_penalty > 0:
                         loss = loss + model.net.cfg.saturation_penalty * model.net.saturation_excess(m, held_levels)
                 opt.zero_grad(set_to_none=True)
