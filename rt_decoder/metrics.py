@@ -35,11 +35,17 @@ def r2(y: np.ndarray, yhat: np.ndarray, min_sd: np.ndarray | None = None) -> np.
     return 1.0 - ss_res / np.where(ok, ss_tot, np.nan)
 
 
+def _finite_rows(y: np.ndarray) -> np.ndarray:
+    """The rows of y (T,) or (T, K) with every value finite, as (n, K) float64."""
+    y = np.asarray(y, dtype=np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    return y[np.all(np.isfinite(y), axis=1)]
+
+
 def idle_floor(train_y: np.ndarray) -> np.ndarray | None:
     """Per-column sd below which a scored block counts as idle: IDLE_FRACTION of the training
     block's sd (None without at least two finite training rows)."""
-    y = np.asarray(train_y, dtype=np.float64)
-    y = y[np.all(np.isfinite(y), axis=1)] if y.ndim == 2 else y[np.isfinite(y)]
+    y = _finite_rows(train_y)
     return IDLE_FRACTION * y.std(axis=0) if len(y) >= 2 else None
 
 
@@ -74,12 +80,6 @@ def undefined_note(outputs: list[str], r2s: list[float], block: str = "test") ->
             f"{IDLE_FRACTION:.0%} of the training block's: an idle cursor or a still animal); score a block with movement")
 
 
-def _finite_rows(y: np.ndarray) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float64)
-    y = y[:, None] if y.ndim == 1 else y
-    return y[np.all(np.isfinite(y), axis=1)]
-
-
 def tail_metrics(y: np.ndarray, yhat: np.ndarray, train_y: np.ndarray) -> dict:
     """Where a block's R2 comes from: the bins whose behaviour lies beyond TAIL_SD training sds of
     the training mean (fast or out-of-range movements), the share of each output's variance they
@@ -87,10 +87,11 @@ def tail_metrics(y: np.ndarray, yhat: np.ndarray, train_y: np.ndarray) -> dict:
     two decoders can rank one way on them and the other way on the rest."""
     y, yhat = _valid(y, yhat)
     ref = _finite_rows(train_y)
-    sd = ref.std(axis=0) if len(ref) >= 2 else np.full(y.shape[1], np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        far = np.abs(y - ref.mean(axis=0)) / sd > TAIL_SD if len(ref) >= 2 else np.zeros_like(y, bool)
-    tail = np.any(far & (sd > 0), axis=1)
+    tail = np.zeros(len(y), bool)
+    if len(ref) >= 2:
+        sd = ref.std(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tail = np.any((np.abs(y - ref.mean(axis=0)) / sd > TAIL_SD) & (sd > 0), axis=1)
     ss = (y - y.mean(axis=0)) ** 2
     total = ss.sum(axis=0)
     share = np.where(total > 0, ss[tail].sum(axis=0) / np.where(total > 0, total, 1.0), 0.0)
@@ -111,3 +112,9 @@ def tail_note(outputs: list[str], tail: dict | None, block: str = "test") -> str
     outside += f" (mean {float(np.mean(tail['r2_outside'])):.3f})"
     return (f"{tail['fraction']:.1%} of the {block} bins ({tail['bins']}) lie beyond {tail['sd']:g} training sd and hold "
             f"this share of the variance: {names}; R2 there rests on those bins. R2 without them: {outside}")
+
+
+def block_notes(outputs: list[str], metrics: dict, block: str = "test") -> list[str]:
+    """The WARNING lines a decoder's scored block calls for (undefined R2, R2 resting on tail bins)."""
+    notes = (undefined_note(outputs, metrics["r2"], block), tail_note(outputs, metrics.get("tail"), block))
+    return [n for n in notes if n]

@@ -169,7 +169,7 @@ def accuracy_table(results: list[dict]) -> str:
         for row in g["rows"]:
             diff = "" if row["model"] == "ours" else f"{row['r2'] - ours:+.4f}"
             lines.append(f"{g['dataset']:<14} {g['config']:<32} {g['lag_bins']:>3} {row['model']:<7} {row['r2']:8.4f} "
-                         f"{row['sd']:7.4f} {row['n']:5d} {diff:>8} {row.get('r2_core', float('nan')):8.4f} "
+                         f"{row['sd']:7.4f} {row['n']:5d} {diff:>8} {row['r2_core']:8.4f} "
                          f"{row['train_s']:8.1f} {row['cpu_s']:7.1f} "
                          f"{row['p50_ms']:7.3f} {row['p99_ms']:7.3f}")
     lines.append("mean R2 over outputs on the test block (last 20%), from the exported step graphs run bin by bin; "

@@ -15,13 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def squared_error(err: torch.Tensor, huber: float = 0.0) -> torch.Tensor:
-    """err^2, or with huber > 0 (training.huber) err^2 within huber output sds and 2 huber |err| -
-    huber^2 beyond: a few training bins far from the rest (cursor jumps) pull less on the fit."""
-    if not huber:
-        return err**2
-    a = err.abs()
-    return torch.where(a <= huber, err**2, 2 * huber * a - huber * huber)
+def regression_loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, huber: float = 0.0) -> torch.Tensor:
+    """Mean squared error over the entries mask keeps (finite behaviour); with huber > 0
+    (training.huber) err^2 within huber output sds and 2 huber |err| - huber^2 beyond, so a few
+    training bins far from the rest (cursor jumps) pull less on the fit. Every decoder's loss."""
+    err = torch.where(mask, out - torch.nan_to_num(target), torch.zeros((), dtype=out.dtype))
+    sq = err**2
+    if huber:
+        a = err.abs()
+        sq = torch.where(a <= huber, sq, 2 * huber * a - huber * huber)
+    return sq.sum() / mask.sum().clamp(min=1)
 
 
 @dataclass
@@ -265,13 +268,11 @@ class Net(nn.Module):
         return torch.sigmoid(eta)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, huber: float = 0.0) -> torch.Tensor:
-        """Mean loss over valid entries. Decoder: MSE (or `squared_error`'s Huber form), mask (B, K)
-        excludes NaN behaviour. Generative: BCE or Poisson NLL at occupied pixels, mask (H*W,) marks
-        them; with glm_base the target is [next counts | base log-rate] (B, 2N), and the base is
-        added to the logits."""
+        """Mean loss over valid entries. Decoder: `regression_loss`, mask (B, K) excludes NaN
+        behaviour. Generative: BCE or Poisson NLL at occupied pixels, mask (H*W,) marks them; with
+        glm_base the target is [next counts | base log-rate] (B, 2N), and the base is added to the logits."""
         if self.cfg.kind == "decoder":
-            err = torch.where(mask, out - torch.nan_to_num(target), torch.zeros((), dtype=out.dtype))
-            return squared_error(err, huber).sum() / mask.sum().clamp(min=1)
+            return regression_loss(out, target, mask, huber)
         logits = out.flatten(1)[:, mask]
         if self.cfg.glm_base:
             target, base = target.chunk(2, dim=1)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import NetConfig, UNet, dropout, squared_error
+from .model import NetConfig, UNet, dropout, regression_loss
 
 STACKS = ("none", "retention", "gated", "leaky", "gru", "gru2")
 STACK_STATE = "stack_s"     # the step graph's name for the second state
@@ -143,10 +143,8 @@ class StackedNet(nn.Module):
         return self.readout(h, torch.stack(states)), s
 
     def loss(self, out: torch.Tensor, target: torch.Tensor, huber: float = 0.0) -> torch.Tensor:
-        """Mean squared error over finite targets (huber > 0: model.squared_error's Huber form)."""
-        m = torch.isfinite(target)
-        err = torch.where(m, out - torch.nan_to_num(target), torch.zeros((), dtype=out.dtype))
-        return squared_error(err, huber).sum() / m.sum().clamp(min=1)
+        """model.regression_loss over the finite targets."""
+        return regression_loss(out, target, torch.isfinite(target), huber)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -442,7 +442,7 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
     stopped = "max epochs"
     saved_at = -math.inf
     bar = tqdm(total=t["max_epochs"], initial=epoch, desc=f"train {cfg['name']}", unit="epoch", file=sys.stderr)
-    noise, offset, gain, drop = t["input_noise"], t["input_offset"], t["input_gain"], t["input_drop"]
+    noise, offset, gain, drop, huber = t["input_noise"], t["input_offset"], t["input_gain"], t["input_drop"], t["huber"]
     try:
         while epoch < t["max_epochs"] and stopped == "max epochs":
             model.train()
@@ -454,9 +454,9 @@ def fit(prep: Prepared, cfg: dict, ckpt_path: Path, resume: bool = False,
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                         out, last = model.net.sequence(x, state if m else None)
                     state = last.detach().float()
-                    loss = model.net.loss(out.float(), y, t["huber"])
+                    loss = model.net.loss(out.float(), y, huber)
                 else:
-                    loss = model.net.loss(model.net(x), y, m, t["huber"])
+                    loss = model.net.loss(model.net(x), y, m, huber)
                     if bound and model.net.cfg.saturation_penalty > 0:
                         loss = loss + model.net.cfg.saturation_penalty * model.net.saturation_excess(m, held_levels)
                 opt.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rt_decoder.metrics import tail_note, undefined_note
+from rt_decoder.metrics import block_notes
 
 HELP = "score a model on a recording's test block (R2/RMSE/r or bits per spike), or re-check a session log"
 
@@ -77,9 +77,7 @@ def format_table(res: dict) -> str:
     lines.append(f"  {'mean':<{width}}  {'':<{uw}}  {sum(m['r2']) / len(m['r2']):7.3f}")
     if res.get("nan_rows_excluded"):
         lines.append(f"  ({res['nan_rows_excluded']} bins with NaN behaviour excluded)")
-    for note in (undefined_note(res["outputs"], m["r2"], res["block"]), tail_note(res["outputs"], m.get("tail"), res["block"])):
-        if note:
-            lines.append(f"  WARNING: {note}")
+    lines += [f"  WARNING: {note}" for note in block_notes(res["outputs"], m, res["block"])]
     return "\n".join(lines)
 
 

@@ -36,7 +36,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from rt_decoder.metrics import tail_note, undefined_note
+from rt_decoder.metrics import block_notes
 
 HELP = "train a decoder from a YAML config, export model.onnx and metrics.json"
 
@@ -190,7 +190,5 @@ def summary(m: dict) -> str:
     rows.append(f"{'mean':>10} {mean:9.4f} " + " ".join(f"{sum(v['r2']) / len(v['r2']):10.4f}" for v in m["baselines"].values()))
     secs = " ".join(f"{k} {v['train_seconds']:.0f} s;" for k, v in m["baselines"].items() if "train_seconds" in v)
     rows.append(f"train {m['train_seconds']:.0f} s; {secs} split: {json.dumps(m['split'])}")
-    for note in (undefined_note(m["outputs"], m["model"]["r2"]), tail_note(m["outputs"], m["model"].get("tail"))):
-        if note:
-            rows.append(f"WARNING: {note}")
+    rows += [f"WARNING: {note}" for note in block_notes(m["outputs"], m["model"])]
     return "\n".join(rows)
