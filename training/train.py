@@ -528,9 +528,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from .distributed import init, shutdown
 
-    init()
+    d = init()
     try:
-        return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+        code = cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+        d.barrier()       # no rank tears the group down while another still works in it (rank 0 writes last)
+        return code
     finally:
         shutdown()
 
