@@ -86,6 +86,26 @@ def test_every_stack_exports_and_steps_like_torch(tmp_path, stack, lag_bins):
         np.testing.assert_array_equal(a, b)
 
 
+def test_linear_skip_adds_a_linear_path_from_zeta_and_exports(tmp_path):
+    """model.linear_skip: the output moves linearly with zeta beside the network (zero at the
+    start, so training begins at the plain network), and the step graph carries it bin by bin."""
+    rec = _poisson_rec()
+    cfg = _stacked_cfg("gru")
+    cfg["model"]["linear_skip"] = True
+    prep = prepare(rec, cfg)
+    torch.manual_seed(1)
+    model = build_model(prep, cfg).eval()
+    assert not model.net.skip.weight.any()
+    plain = _torch_block(model, prep, cfg, rec.counts)
+    with torch.no_grad():
+        model.net.skip.weight.normal_(0, 0.05)
+    want = _torch_block(model, prep, cfg, rec.counts)
+    assert np.abs(want - plain).max() > 0.1 * np.abs(plain).max()
+    export_step_graph(model, prep, cfg, tmp_path / "m.onnx")
+    got = StepModel(tmp_path / "m.onnx").run(rec.counts)
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
+
+
 @pytest.fixture(scope="module")
 def chestek_stacked(tmp_path_factory):
     """A GRU-stacked decoder trained six epochs on the first 6000 bins of chestek (test: 1200 bins)."""
@@ -141,6 +161,8 @@ def test_the_second_state_is_carried_from_bin_to_bin(chestek_stacked):
     ({"model": {"stack": "gru", "head_layers": 1}}, "model.head_layers 2"),
     ({"model": {"stack": "lstm"}}, "model.stack must be one of"),
     ({"model": {"stack": "gru"}, "training": {"mode": "online"}}, "training.mode offline"),
+    ({"model": {"linear_skip": True}}, "model.linear_skip belongs to the stacked decoder"),
+    ({"model": {"linear_skip": 1}}, "model.linear_skip must be true or false"),
 ])
 def test_config_refuses_what_the_stack_cannot_do(over, message):
     with pytest.raises(ConfigError, match=message):
@@ -304,3 +326,38 @@ def test_stem_without_bias_gives_silent_pixels_zero_features_and_exports(tmp_pat
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
     with pytest.raises(ConfigError, match="model.stem_bias must be true or false"):
         _cfg(model={"stem_bias": "no"})
+
+
+@pytest.mark.parametrize("widths, stem_bias", [([4], False), ([4, 8], False), ([4, 8, 16], False), ([4], True)])
+def test_fc1_reads_only_inputs_that_can_be_nonzero_and_equals_the_full_layer(widths, stem_bias):
+    """FC1 drops the inputs that are zero whatever the data (empty pixels, and UNet features out of
+    reach of every occupied pixel when no conv has a bias): same initial weights, same outputs as the
+    full-width layer, fewer inputs; the support it keeps holds every nonzero input."""
+    from training.model import NetConfig
+
+    S, H, W, pix = 3, 16, 16, np.arange(40)            # 40 channels: the first 2.5 rows of 16x16
+    cfg = NetConfig(in_channels=S, canvas=(H, W), n_outputs=2, widths=widths, head_hidden=32, head_layers=2,
+                    dropout=0.0, stem_bias=stem_bias)
+    torch.manual_seed(3)
+    pruned = StackedNet(cfg, "gru", 16, pix).eval()
+    torch.manual_seed(3)
+    full = StackedNet(cfg, "gru", 16).eval()
+    n_full = (widths[0] + S) * H * W
+    assert full.fc1.in_features == n_full
+    unet_kept = pruned.fc1.in_features - S * len(pix)
+    assert unet_kept == widths[0] * H * W if stem_bias else 0 < unet_kept < widths[0] * H * W
+    np.testing.assert_array_equal(pruned.fc1.weight.detach(), full.fc1.weight.detach()[:, pruned.fc1_keep])
+    zeta = torch.zeros(50, S, H * W)
+    zeta[:, :, pix] = torch.rand(50, S, len(pix)) * 3
+    zeta = zeta.view(50, S, H, W)
+    with torch.no_grad():
+        for p in pruned.unet.parameters():           # any weights: the support is structural
+            p.normal_()
+        full.unet.load_state_dict(pruned.unet.state_dict())
+        x = torch.cat([pruned.unet(zeta), zeta], dim=1).flatten(1)
+        off = torch.ones(n_full, dtype=torch.bool)
+        off[pruned.fc1_keep] = False
+        assert not x[:, off].any() and x[:, ~off].any()
+        s0 = torch.zeros(50, 16)
+        want = full(zeta, s0)[0]
+        np.testing.assert_allclose(pruned(zeta, s0)[0], want, atol=1e-5 * float(want.abs().max()), rtol=0)

@@ -63,6 +63,8 @@ SETTINGS: dict[str, dict] = {
     "dropout05": {"model.dropout": 0.5},
     "wd01": {"training.weight_decay": 0.1},
     "huber1": {"training.huber": 1.0},               # Huber loss, linear beyond 1 output sd (the default: 2)
+    "skip": {"model.linear_skip": True},             # a linear path from zeta to the output beside the network
+    "huber3": {"training.huber": 3.0},               # linear beyond 3 output sds: between the default and MSE
     "no_huber": {"training.huber": 0.0},             # mean squared error (the default took huber 2.0 as huber2)
     "lr1e3": {"training.lr": 0.001},
     "lr4e3": {"training.lr": 0.004},
@@ -102,7 +104,7 @@ def config_for(setting: str, seed: int, time_limit: float, max_epochs: int, base
 
 
 # training keys added after rows were measured: at these values they change nothing, so they leave the id as it was
-LATER_KEYS = {"input_gain": 0.0, "input_drop": 0.0, "huber": 0.0}
+LATER_KEYS = {"training": {"input_gain": 0.0, "input_drop": 0.0, "huber": 0.0}, "model": {"linear_skip": False}}
 
 
 def base_id(base: str = BASE) -> str:
@@ -113,9 +115,10 @@ def base_id(base: str = BASE) -> str:
     from training.config import load_config
 
     cfg = load_config(base)
-    keep = {k: cfg[k] for k in ("kind", "lag_bins", "split", "retention", "model")}
+    keep = {k: cfg[k] for k in ("kind", "lag_bins", "split", "retention")}
+    keep["model"] = {k: v for k, v in cfg["model"].items() if not (k in LATER_KEYS["model"] and v == LATER_KEYS["model"][k])}
     keep["training"] = {k: v for k, v in cfg["training"].items() if k not in ("seed", "threads", "time_limit_s", "max_epochs")
-                        and not (k in LATER_KEYS and v == LATER_KEYS[k])}
+                        and not (k in LATER_KEYS["training"] and v == LATER_KEYS["training"][k])}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
         "stack_size": 256,          # its width
         "dropout_mask": "bernoulli",  # bernoulli (torch's) | bytes: the stacked net's masks from random bytes, p
                                     # rounded to 1/256; 3x cheaper on CPU (training/model.py ByteDropout)
+        "linear_skip": False,       # model.stack: a linear map from the zeta image added to the output (a Wiener path)
         "stem_bias": True,          # false: the UNet's convs (stem and every level) have no bias: silent pixels give zero features
                                     # (with it, Adam could kill every FC unit in the first epoch: training/model.py UNet)
     },
@@ -249,6 +250,10 @@ def validate(cfg: dict, src: str) -> dict:
         if not isinstance(_get(cfg, path), str) or not _get(cfg, path):
             raise ConfigError(where(src, f"{path} must be a non-empty string, got {_get(cfg, path)!r}"))
     _num(cfg, src, "multisession.readin_l2", lo=0)
+    if not isinstance(cfg["model"]["linear_skip"], bool):
+        raise ConfigError(where(src, f"model.linear_skip must be true or false, got {cfg['model']['linear_skip']!r}"))
+    if cfg["model"]["linear_skip"] and cfg["model"]["stack"] == "none":
+        raise ConfigError(where(src, "model.linear_skip belongs to the stacked decoder: it needs a model.stack"))
     if not isinstance(cfg["model"]["stem_bias"], bool):
         raise ConfigError(where(src, f"model.stem_bias must be true or false, got {cfg['model']['stem_bias']!r}"))
     if not isinstance(cfg["multisession"]["enabled"], bool) or not isinstance(cfg["multisession"]["output_affine"], bool):

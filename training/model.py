@@ -45,6 +45,7 @@ class NetConfig:
     glm_base: bool = False               # generative: the loss adds a base log-rate (the fitted GLM's) carried in the target
     dropout_mask: str = "bernoulli"      # bernoulli (nn.Dropout) | bytes (ByteDropout)
     stem_bias: bool = True               # False: no conv of the UNet has a bias: silent pixels give zero features
+    linear_skip: bool = False            # stacked decoder: a linear map from the zeta image added to the output
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -42,7 +42,7 @@ def init_decays(n: int, lo: float = 0.5, hi: float = 0.99) -> torch.Tensor:
 class StackedNet(nn.Module):
     """zeta image [B, S, H, W] and state [B, N] -> normalized outputs [B, K] and the next state."""
 
-    def __init__(self, cfg: NetConfig, stack: str, state_size: int):
+    def __init__(self, cfg: NetConfig, stack: str, state_size: int, pixels: np.ndarray | None = None):
         super().__init__()
         if stack not in STACKS:
             raise ValueError(f"model.stack must be one of {', '.join(STACKS)}, got {stack!r}")
@@ -54,7 +54,16 @@ class StackedNet(nn.Module):
         self.unet = UNet(cfg.in_channels, list(cfg.widths), cfg.stem_bias)
         hid = cfg.head_hidden
         self.drop = dropout(cfg)
-        self.fc1 = nn.Linear((self.unet.out_channels + cfg.in_channels) * H * W, hid)
+        # FC1 reads only the inputs that can be nonzero (pixels: the occupied canvas pixels). Drawn at
+        # full width and sliced, so its weights are those the full layer would start from: the same
+        # network, a third to a half of the multiply (96 channels on 16x16).
+        full = nn.Linear((self.unet.out_channels + cfg.in_channels) * H * W, hid)
+        keep = torch.arange(full.in_features) if pixels is None else self.support(pixels).nonzero()[:, 0]
+        self.register_buffer("fc1_keep", keep, persistent=False)
+        self.fc1 = torch.nn.utils.skip_init(nn.Linear, len(keep), hid)     # draws nothing: later layers start as before
+        with torch.no_grad():
+            self.fc1.weight.copy_(full.weight[:, keep])
+            self.fc1.bias.copy_(full.bias)
         N = 0 if stack == "none" else state_size
         self.layers = 2 if stack == "gru2" else 1
         self.state_size = N * self.layers
@@ -72,11 +81,32 @@ class StackedNet(nn.Module):
             self.gru = nn.GRU(hid, N, num_layers=self.layers)
         self.fc2 = nn.Linear(hid + N, hid)
         self.out = nn.Linear(hid, cfg.n_outputs)
+        # model.linear_skip: a Wiener-like path beside the nonlinear one, zero at the start. ReLU
+        # features saturate outside the training range; a linear map keeps growing with the input.
+        self.skip = nn.Linear(cfg.in_channels * H * W, cfg.n_outputs, bias=False) if cfg.linear_skip else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
+
+    @torch.no_grad()
+    def support(self, pixels: np.ndarray) -> torch.Tensor:
+        """Which of FC1's inputs, [UNet features, zeta] flattened, can be nonzero when zeta is zero
+        off the occupied pixels: zeta there, and the UNet's receptive field around them (every
+        feature where its convs have a bias). The UNet with |weights| on a positive image is
+        positive exactly where some input can reach."""
+        S, (H, W) = self.cfg.in_channels, self.cfg.canvas
+        occ = torch.zeros(H * W, dtype=torch.bool)
+        occ[torch.as_tensor(pixels, dtype=torch.long)] = True
+        with torch.random.fork_rng(devices=[]):
+            probe = UNet(S, list(self.cfg.widths), self.cfg.stem_bias)
+        for p, q in zip(probe.parameters(), self.unet.parameters()):
+            p.copy_(q.abs() + 1.0)
+        reach = probe(occ.float().view(1, 1, H, W).expand(1, S, H, W))[0] > 0
+        return torch.cat([reach.flatten(), occ.repeat(S)])
 
     def features(self, zeta: torch.Tensor) -> torch.Tensor:
         """[B, S, H, W] -> h [B, hidden]."""
-        x = torch.cat([self.unet(zeta), zeta], dim=1).flatten(1)
-        return F.relu(self.fc1(self.drop(x)))
+        x = self.drop(torch.cat([self.unet(zeta), zeta], dim=1).flatten(1))
+        return F.relu(self.fc1(x.index_select(1, self.fc1_keep)))
 
     def update(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """One bin of the second state: h [B, hidden], s [B, N] -> s_next."""
@@ -116,7 +146,11 @@ class StackedNet(nn.Module):
         """One bin (the step graph's network): zeta [1, S, H, W], s [1, N] -> (y [1, K], s_next)."""
         h = self.features(zeta)
         s = self.update(h, s)
-        return self.readout(h, self._top(s)), s
+        return self._skip(self.readout(h, self._top(s)), zeta), s
+
+    def _skip(self, y: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+        """y [..., K] plus the linear path from zeta [..., S, H, W], when model.linear_skip."""
+        return y if self.skip is None else y + self.skip(zeta.flatten(-3))
 
     def sequence(self, zeta: torch.Tensor, s0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A window: zeta [L, B, S, H, W] -> (y [L, B, K], s after the last bin). The conv and FC1
@@ -126,9 +160,9 @@ class StackedNet(nn.Module):
         s = s0 if s0 is not None else h.new_zeros(B, self.state_size)
         if self.stack in ("gru", "gru2"):
             seq, last = self.gru(h, self._layered(s))
-            return self.readout(h, seq), self._flat(last)
+            return self._skip(self.readout(h, seq), zeta), self._flat(last)
         if self.stack == "none":
-            return self.readout(h, h.new_zeros(L, B, 0)), s
+            return self._skip(self.readout(h, h.new_zeros(L, B, 0)), zeta), s
         states = []
         if self.stack in ("retention", "gated"):      # the input path is linear: one matmul for the window
             u = self.inp(h)
@@ -140,7 +174,7 @@ class StackedNet(nn.Module):
             for k in range(L):
                 s = self.update(h[k], s)
                 states.append(s)
-        return self.readout(h, torch.stack(states)), s
+        return self._skip(self.readout(h, torch.stack(states)), zeta), s
 
     def loss(self, out: torch.Tensor, target: torch.Tensor, huber: float = 0.0) -> torch.Tensor:
         """model.regression_loss over the finite targets."""

@@ -71,9 +71,9 @@ class Model(torch.nn.Module):
     model.stack, a StackedNet carrying a second state: training/stacked.py)."""
 
     def __init__(self, net_cfg: NetConfig, n_channels: int, learned_levels: int | None,
-                 stack: str = "none", stack_size: int = 0):
+                 stack: str = "none", stack_size: int = 0, pixels: np.ndarray | None = None):
         super().__init__()
-        self.net = Net(net_cfg) if stack == "none" else StackedNet(net_cfg, stack, stack_size)
+        self.net = Net(net_cfg) if stack == "none" else StackedNet(net_cfg, stack, stack_size, pixels)
         self.quant = LearnedQuantizer(n_channels, learned_levels) if learned_levels else None
 
 
@@ -99,14 +99,14 @@ def net_config(prep: Prepared, cfg: dict) -> NetConfig:
                      coupling_rank=m["coupling_rank"] if cfg["kind"] == "generative" else 0, decays=list(prep.decays),
                      self_gain_max=m["self_gain_max"], saturation_penalty=m["saturation_penalty"],
                      glm_base=bool(m["glm_base"]) and cfg["kind"] == "generative", dropout_mask=m["dropout_mask"],
-                     stem_bias=m["stem_bias"])
+                     stem_bias=m["stem_bias"], linear_skip=m["linear_skip"])
 
 
 def build_model(prep: Prepared, cfg: dict) -> Model:
     r, m = cfg["retention"], cfg["model"]
     try:
         return Model(net_config(prep, cfg), prep.rec.n_channels, r["levels"] if r["quantizer"] == "learned" else None,
-                     m["stack"], m["stack_size"])
+                     m["stack"], m["stack_size"], prep.pixels)
     except ValueError as e:
         raise ConfigError(where(cfg.get("_source", "<config>"), f"model: {e}")) from None
 
