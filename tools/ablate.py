@@ -53,6 +53,7 @@ SETTINGS: dict[str, dict] = {
     "gru2": {"model.stack": "gru2"},                       # two GRU layers in the head's state (the reference's depth)
     "gru2_128": {"model.stack": "gru2", "model.stack_size": 128},   # two layers of 128: fewer weights than one of 256
     "keep_best": {"training.keep": "best"},          # early stopping on the validation block, as the references
+    "best_full": {"training.keep": "best", "training.patience": 1000},   # the whole schedule, the best-validation weights
     "no_offset": {"training.input_offset": 0.0},     # no baseline-shift augmentation
     "window64": {"training.window": 64},             # the GRU reference's window length
     "offset04": {"training.input_offset": 0.4},      # twice the baseline-shift augmentation
