@@ -116,10 +116,10 @@ def base_id(base: str = BASE) -> str:
     from training.config import load_config
 
     cfg = load_config(base)
-    keep = {k: cfg[k] for k in ("kind", "lag_bins", "split", "retention")}
-    keep["model"] = {k: v for k, v in cfg["model"].items() if not (k in LATER_KEYS["model"] and v == LATER_KEYS["model"][k])}
-    keep["training"] = {k: v for k, v in cfg["training"].items() if k not in ("seed", "threads", "time_limit_s", "max_epochs")
-                        and not (k in LATER_KEYS["training"] and v == LATER_KEYS["training"][k])}
+    keep = {k: cfg[k] for k in ("kind", "lag_bins", "split", "retention", "model")}
+    keep["training"] = {k: v for k, v in cfg["training"].items() if k not in ("seed", "threads", "time_limit_s", "max_epochs")}
+    for section, later in LATER_KEYS.items():
+        keep[section] = {k: v for k, v in keep[section].items() if not (k in later and v == later[k])}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
 
