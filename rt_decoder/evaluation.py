@@ -123,7 +123,7 @@ def evaluate_decoder(
     out = _block_header(m, bounds, split, lo, hi) | {
         "units": list(m.card.units),
         "nan_rows_excluded": int(bad.sum()),
-        "model": all_metrics(y[~bad], pred[~bad], idle_floor(train_y)) | {"tail": tail_metrics(y[~bad], pred[~bad], train_y)},
+        "model": all_metrics(y[~bad], pred[~bad], idle_floor(train_y)) | {"tail": tail_metrics(y[~bad], pred[~bad], train_y, rec.counts[lo:hi][~bad])},
     }
     if return_predictions:
         out["predictions"] = pred

@@ -19,6 +19,7 @@ def _valid(y: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 IDLE_FRACTION = 0.01   # a block whose output varies by less than this fraction of its training sd: R2 undefined
 TAIL_SD = 8.0          # a bin whose behaviour lies this many training sds from the training mean is a tail bin
 TAIL_SHARE = 0.5       # tail bins holding at least this share of an output's variance get a WARNING
+SURGE = 1.5            # tail bins whose population count is this many times the rest's: the WARNING says so
 
 
 def r2(y: np.ndarray, yhat: np.ndarray, min_sd: np.ndarray | None = None) -> np.ndarray:
@@ -80,24 +81,36 @@ def undefined_note(outputs: list[str], r2s: list[float], block: str = "test") ->
             f"{IDLE_FRACTION:.0%} of the training block's: an idle cursor or a still animal); score a block with movement")
 
 
-def tail_metrics(y: np.ndarray, yhat: np.ndarray, train_y: np.ndarray) -> dict:
+def tail_bins(y: np.ndarray, train_y: np.ndarray) -> np.ndarray:
+    """Rows of y with any output beyond TAIL_SD training sds of the training mean (bool mask)."""
+    ref = _finite_rows(train_y)
+    if len(ref) < 2:
+        return np.zeros(len(y), bool)
+    sd = ref.std(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.any((np.abs(y - ref.mean(axis=0)) / sd > TAIL_SD) & (sd > 0), axis=1)
+
+
+def tail_metrics(y: np.ndarray, yhat: np.ndarray, train_y: np.ndarray, counts: np.ndarray | None = None) -> dict:
     """Where a block's R2 comes from: the bins whose behaviour lies beyond TAIL_SD training sds of
     the training mean (fast or out-of-range movements), the share of each output's variance they
     hold, and R2 without them. A few such bins can decide R2 (a 50 ms cursor that jumps 30 cm), and
-    two decoders can rank one way on them and the other way on the rest."""
+    two decoders can rank one way on them and the other way on the rest. With the block's counts
+    (rows aligned with y), "population" is the tail bins' mean population count over the other
+    bins': on the Spike days the whole array fires about twice as much in them."""
     y, yhat = _valid(y, yhat)
-    ref = _finite_rows(train_y)
-    tail = np.zeros(len(y), bool)
-    if len(ref) >= 2:
-        sd = ref.std(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tail = np.any((np.abs(y - ref.mean(axis=0)) / sd > TAIL_SD) & (sd > 0), axis=1)
+    tail = tail_bins(y, train_y)
     ss = (y - y.mean(axis=0)) ** 2
     total = ss.sum(axis=0)
     share = np.where(total > 0, ss[tail].sum(axis=0) / np.where(total > 0, total, 1.0), 0.0)
     outside = r2(y[~tail], yhat[~tail]) if (~tail).sum() >= 2 else np.full(y.shape[1], np.nan)
-    return {"sd": TAIL_SD, "bins": int(tail.sum()), "fraction": float(tail.mean()) if len(y) else 0.0,
-            "share": [float(v) for v in share], "r2_outside": [float(v) for v in outside]}
+    out = {"sd": TAIL_SD, "bins": int(tail.sum()), "fraction": float(tail.mean()) if len(y) else 0.0,
+           "share": [float(v) for v in share], "r2_outside": [float(v) for v in outside]}
+    if counts is not None:
+        pop = np.asarray(counts, dtype=np.float64).sum(axis=1)
+        rest = pop[~tail].mean() if (~tail).any() else 0.0
+        out["population"] = float(pop[tail].mean() / rest) if tail.any() and rest > 0 else None
+    return out
 
 
 def tail_note(outputs: list[str], tail: dict | None, block: str = "test") -> str | None:
@@ -110,8 +123,11 @@ def tail_note(outputs: list[str], tail: dict | None, block: str = "test") -> str
     names = ", ".join(f"{o} {v:.0%}" for o, v in heavy)
     outside = ", ".join(f"{o} {v:.3f}" for o, v in zip(outputs, tail["r2_outside"]))
     outside += f" (mean {float(np.mean(tail['r2_outside'])):.3f})"
+    surge = tail.get("population")
+    surge = (f" In them the population fires {surge:.1f}x its rate in the other bins (a surge of the whole array)."
+             if surge and surge >= SURGE else "")
     return (f"{tail['fraction']:.1%} of the {block} bins ({tail['bins']}) lie beyond {tail['sd']:g} training sd and hold "
-            f"this share of the variance: {names}; R2 there rests on those bins. R2 without them: {outside}")
+            f"this share of the variance: {names}; R2 there rests on those bins. R2 without them: {outside}.{surge}")
 
 
 def block_notes(outputs: list[str], metrics: dict, block: str = "test") -> list[str]:

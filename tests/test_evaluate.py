@@ -53,7 +53,7 @@ def test_cli_json_schema(files, capsys):
     assert res["split"] == {k: list(v) for k, v in b.items()}
     assert res["n_bins"] == T - b["test"][0]
     assert set(res["model"]) == {"r2", "rmse", "corr", "tail"} and all(len(res["model"][k]) == 4 for k in ("r2", "rmse", "corr"))
-    assert set(res["model"]["tail"]) == {"sd", "bins", "fraction", "share", "r2_outside"}
+    assert set(res["model"]["tail"]) == {"sd", "bins", "fraction", "share", "r2_outside", "population"}
     # the figure equals the numpy Wiener twin run from reset at the test block start
     p = fit_wiener_params(rec.slice(*b["train"]), rec.slice(*b["val"]), lag_bins=1)
     te = rec.slice(*b["test"])
@@ -144,8 +144,23 @@ def test_tail_metrics_on_hand_cases():
     assert t["r2_outside"][0] == pytest.approx(1.0)
     note = tail_note(["pos", "vel"], t)
     assert note.startswith("20.0% of the test bins (1) lie beyond 8 training sd") and "variance: pos 80%;" in note
-    assert note.endswith("R2 without them: pos 1.000, vel 0.667 (mean 0.833)")
+    assert note.endswith("R2 without them: pos 1.000, vel 0.667 (mean 0.833).")
     assert tail_note(["pos", "vel"], tail_metrics(y[:3], yhat[:3], train)) is None   # no tail bins: no line
+
+
+def test_tail_bins_where_the_whole_population_surges_are_named():
+    """Spike 07-24 / 08-07: the array fires about twice as much in the tail bins as elsewhere.
+    The ratio of mean population counts is recorded, and the WARNING names it from SURGE on."""
+    train = np.array([[-1.0], [1.0], [-1.0], [1.0]])
+    y = np.array([[0.0], [1.0], [-1.0], [20.0], [30.0]])
+    counts = np.array([[2, 0], [1, 1], [0, 2], [4, 3], [5, 2]])                  # rest 2 a bin, tail 7
+    t = tail_metrics(y, y * 0.5, train, counts)
+    assert t["bins"] == 2 and t["population"] == pytest.approx(3.5)
+    assert "In them the population fires 3.5x its rate in the other bins" in tail_note(["v"], t)
+    calm = tail_metrics(y, y * 0.5, train, np.array([[2, 0], [1, 1], [0, 2], [1, 1], [2, 1]]))
+    assert calm["population"] == pytest.approx(1.25) and "population" not in tail_note(["v"], calm)
+    assert tail_metrics(y[:3], y[:3], train, counts[:3])["population"] is None    # no tail bins: no ratio
+    assert "population" not in tail_metrics(y, y, train)                          # no counts: no key
 
 
 def test_a_block_whose_variance_sits_in_a_few_far_bins_is_said_once(files, tmp_path, capsys):

@@ -48,6 +48,7 @@ SETTINGS: dict[str, dict] = {
     "head128": {"model.head_hidden": 128},
     "head512": {"model.head_hidden": 512},
     "decays4": {"retention.decays": [0.0, 0.5, 0.875, 0.96875]},
+    "decays7": {"retention.decays": [0.0, 0.5, 0.75, 0.875, 0.9375, 0.96875, 0.984375]},   # + a 64-bin memory
     "decays8": {"retention.decays": [0.0, 0.5, 0.75, 0.875, 0.9375, 0.96875, 0.984375, 0.9921875]},
     "lag1": {"lag_bins": 1},
     "gru2": {"model.stack": "gru2"},                       # two GRU layers in the head's state (the reference's depth)
