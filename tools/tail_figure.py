@@ -2,8 +2,8 @@
 
 Per day, population count per bin against cursor speed, training block beside test block, the
 test bins beyond 8 training sd (rt_decoder.metrics.tail_bins) marked. On 07-24 and 08-07 the
-whole array fires about twice its usual rate in those bins while the cursor moves > 1000 cm/s;
-08-07's training block holds such bins, 07-24's does not, so no decoder trained on it saw them.
+whole array fires about twice its usual rate in those bins while the cursor moves > 1000 cm/s,
+and bins that fast are 12-14x rarer in the training block than in the test block.
 
     python tools/tail_figure.py [--days 07-18 07-24 08-07] [--out docs/figures/tail_surge.png]
 """
