@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def _valid(y: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _valid(y: np.ndarray, yhat: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """y and yhat as (n, K) float64 without the rows where either is not finite; `rows` (aligned
+    with y, e.g. the block's counts) loses the same rows and comes back third."""
     y = np.asarray(y, dtype=np.float64)
     yhat = np.asarray(yhat, dtype=np.float64)
     if y.ndim == 1:
@@ -13,7 +15,11 @@ def _valid(y: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if y.shape != yhat.shape:
         raise ValueError(f"truth {y.shape} and prediction {yhat.shape} differ in shape")
     keep = np.all(np.isfinite(y), axis=1) & np.all(np.isfinite(yhat), axis=1)
-    return y[keep], yhat[keep]
+    if rows is None:
+        return y[keep], yhat[keep]
+    if len(rows) != len(y):
+        raise ValueError(f"{len(rows)} rows of counts for {len(y)} rows of truth")
+    return y[keep], yhat[keep], np.asarray(rows)[keep]
 
 
 IDLE_FRACTION = 0.01   # a block whose output varies by less than this fraction of its training sd: R2 undefined
@@ -98,7 +104,7 @@ def tail_metrics(y: np.ndarray, yhat: np.ndarray, train_y: np.ndarray, counts: n
     two decoders can rank one way on them and the other way on the rest. With the block's counts
     (rows aligned with y), "population" is the tail bins' mean population count over the other
     bins': on the Spike days the whole array fires about twice as much in them."""
-    y, yhat = _valid(y, yhat)
+    y, yhat, *rest = _valid(y, yhat, counts)
     tail = tail_bins(y, train_y)
     ss = (y - y.mean(axis=0)) ** 2
     total = ss.sum(axis=0)
@@ -106,8 +112,8 @@ def tail_metrics(y: np.ndarray, yhat: np.ndarray, train_y: np.ndarray, counts: n
     outside = r2(y[~tail], yhat[~tail]) if (~tail).sum() >= 2 else np.full(y.shape[1], np.nan)
     out = {"sd": TAIL_SD, "bins": int(tail.sum()), "fraction": float(tail.mean()) if len(y) else 0.0,
            "share": [float(v) for v in share], "r2_outside": [float(v) for v in outside]}
-    if counts is not None:
-        pop = np.asarray(counts, dtype=np.float64).sum(axis=1)
+    if rest:
+        pop = rest[0].astype(np.float64).sum(axis=1)
         rest = pop[~tail].mean() if (~tail).any() else 0.0
         out["population"] = float(pop[tail].mean() / rest) if tail.any() and rest > 0 else None
     return out

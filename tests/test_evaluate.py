@@ -161,6 +161,10 @@ def test_tail_bins_where_the_whole_population_surges_are_named():
     assert calm["population"] == pytest.approx(1.25) and "population" not in tail_note(["v"], calm)
     assert tail_metrics(y[:3], y[:3], train, counts[:3])["population"] is None    # no tail bins: no ratio
     assert "population" not in tail_metrics(y, y, train)                          # no counts: no key
+    gap = np.array([[0.0], [np.nan], [-1.0], [20.0], [30.0]])                      # a NaN prediction drops its counts row too
+    assert tail_metrics(y, gap, train, counts)["population"] == pytest.approx(7 / 2)
+    with pytest.raises(ValueError, match="4 rows of counts for 5 rows of truth"):
+        tail_metrics(y, y, train, counts[:4])
 
 
 def test_a_block_whose_variance_sits_in_a_few_far_bins_is_said_once(files, tmp_path, capsys):

@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import data_file
 
 from rt_decoder.metrics import SURGE, tail_metrics
@@ -28,7 +29,8 @@ def test_spike_07_24_tail_bins_carry_a_population_surge(tmp_path, capsys):
     (pte, vte, yte), tail = d["test"], d["tail"]
     assert 0.02 < tail.mean() < 0.1 and vte[tail].mean() > 5 * vte[~tail].mean()    # cursor jumps
     t = tail_metrics(yte, np.zeros_like(yte), d["train"][2], np.stack([pte, np.zeros_like(pte)], 1))
-    assert t["bins"] == tail.sum() and t["population"] > SURGE                       # ~1.8x: the array surges
+    assert t["bins"] == tail.sum() and t["population"] == d["population"]
+    assert d["population"] == pytest.approx(pte[tail].mean() / pte[~tail].mean()) and d["population"] > SURGE  # ~1.8x
     out = tmp_path / "tail.png"
     assert tool.main(["--days", "07-24", "--data", str(f.parent), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

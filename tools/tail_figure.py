@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 from rt_decoder.atomic import atomic_path  # noqa: E402
 from rt_decoder.loaders import load_recording  # noqa: E402
-from rt_decoder.metrics import tail_bins  # noqa: E402
+from rt_decoder.metrics import tail_bins, tail_metrics  # noqa: E402
 from rt_decoder.recording import split_bounds  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "limblab_spike_wf"
@@ -39,6 +39,8 @@ def blocks(day: str, data: Path) -> dict:
         s = slice(*b[block])
         out[block] = (rec.counts[s].sum(axis=1), np.hypot(*rec.behavior[s][:, vel].T), rec.behavior[s])
     out["tail"] = tail_bins(out["test"][2], out["train"][2])
+    y = out["test"][2]
+    out["population"] = tail_metrics(y, y, out["train"][2], rec.counts[slice(*b["test"])])["population"]
     out["bin_s"] = rec.bin_s
     return out
 
@@ -58,7 +60,7 @@ def draw(days: list[str], data: Path, out: Path) -> None:
         ax.scatter(ptr, vtr + 1, s=2, c="0.6", alpha=0.4, label="training block", rasterized=True)
         ax.scatter(pte[~tail], vte[~tail] + 1, s=2, c="tab:blue", alpha=0.4, label="test block", rasterized=True)
         ax.scatter(pte[tail], vte[tail] + 1, s=6, c="tab:red", label="test bins beyond 8 training sd")
-        ratio = pte[tail].mean() / pte[~tail].mean() if tail.any() else float("nan")
+        ratio = d["population"] or float("nan")
         ax.set(yscale="log", xlabel="population count per bin", ylabel="cursor speed + 1 (cm/s)",
                title=f"Spike {day}: {tail.mean():.1%} tail bins, population x{ratio:.1f} in them")
         if j == 0:
