@@ -104,7 +104,7 @@ def tail_metrics(y: np.ndarray, yhat: np.ndarray, train_y: np.ndarray, counts: n
     two decoders can rank one way on them and the other way on the rest. With the block's counts
     (rows aligned with y), "population" is the tail bins' mean population count over the other
     bins': on the Spike days the whole array fires about twice as much in them."""
-    y, yhat, *rest = _valid(y, yhat, counts)
+    y, yhat, *aligned = _valid(y, yhat, counts)
     tail = tail_bins(y, train_y)
     ss = (y - y.mean(axis=0)) ** 2
     total = ss.sum(axis=0)
@@ -112,11 +112,19 @@ def tail_metrics(y: np.ndarray, yhat: np.ndarray, train_y: np.ndarray, counts: n
     outside = r2(y[~tail], yhat[~tail]) if (~tail).sum() >= 2 else np.full(y.shape[1], np.nan)
     out = {"sd": TAIL_SD, "bins": int(tail.sum()), "fraction": float(tail.mean()) if len(y) else 0.0,
            "share": [float(v) for v in share], "r2_outside": [float(v) for v in outside]}
-    if rest:
-        pop = rest[0].astype(np.float64).sum(axis=1)
-        rest = pop[~tail].mean() if (~tail).any() else 0.0
-        out["population"] = float(pop[tail].mean() / rest) if tail.any() and rest > 0 else None
+    if aligned:
+        out["population"] = surge_ratio(aligned[0].sum(axis=1), tail)
     return out
+
+
+def surge_ratio(population: np.ndarray, tail: np.ndarray) -> float | None:
+    """Mean population count per bin in the tail bins over that in the other bins; None when
+    either side is empty or the other bins are silent."""
+    pop = np.asarray(population, dtype=np.float64)
+    if not tail.any() or tail.all():
+        return None
+    rest = pop[~tail].mean()
+    return float(pop[tail].mean() / rest) if rest > 0 else None
 
 
 def tail_note(outputs: list[str], tail: dict | None, block: str = "test") -> str | None:

@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 from rt_decoder.atomic import atomic_path  # noqa: E402
 from rt_decoder.loaders import load_recording  # noqa: E402
-from rt_decoder.metrics import tail_bins, tail_metrics  # noqa: E402
+from rt_decoder.metrics import surge_ratio, tail_bins  # noqa: E402
 from rt_decoder.recording import split_bounds  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "limblab_spike_wf"
@@ -39,8 +39,7 @@ def blocks(day: str, data: Path) -> dict:
         s = slice(*b[block])
         out[block] = (rec.counts[s].sum(axis=1), np.hypot(*rec.behavior[s][:, vel].T), rec.behavior[s])
     out["tail"] = tail_bins(out["test"][2], out["train"][2])
-    y = out["test"][2]
-    out["population"] = tail_metrics(y, y, out["train"][2], rec.counts[slice(*b["test"])])["population"]
+    out["population"] = surge_ratio(out["test"][0], out["tail"])
     out["bin_s"] = rec.bin_s
     return out
 
